@@ -1,0 +1,285 @@
+"""The Garnet API client: the calls an agent makes, and what their answers
+mean for it."""
+
+import email.utils
+import json
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from jibrild.errors import (
+    JibrildError,
+    ProjectTokenRejectedError,
+    RegistrationRejectedError,
+)
+
+# No answer of the API is near this size; a larger body is a proxy's page
+# or a fault, and is not read into memory.
+MAX_BODY_BYTES = 64 * 1024
+
+_JSON = "application/json"
+
+
+class TransientApiError(JibrildError):
+    """A failure a later retry may not meet: a timeout, a refused
+    connection, a 429 or 5xx answer, a malformed body."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AgentTokenRejectedError(JibrildError):
+    """The API no longer accepts the agent token: 401 (invalid or revoked)
+    or 404 (the agent was deleted)."""
+
+    def __init__(self, status: int) -> None:
+        reason = "agent deleted" if status == 404 else "invalid or revoked"
+        super().__init__(f"agent token rejected: HTTP {status} ({reason})")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The API's answer to a registration."""
+
+    agent_id: str
+    agent_token: SecretStr
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str
+    retry_after: float | None
+
+
+def api_endpoint(base_url: str, path: str) -> str:
+    """Join the base URL, which may carry a path prefix, and an API path."""
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Return the seconds a Retry-After header asks to wait (RFC 9110,
+    section 10.2.3: delay-seconds or an HTTP-date), or None."""
+    if not value:
+        return None
+
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Build a verifying TLS context, trusting ``ca_file`` when given."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+class GarnetClient:
+    """One HTTP session to the Garnet API, reused for every call."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        user_agent: str,
+        ca_file: Path | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = {"User-Agent": user_agent, "Accept": _JSON}
+        self._ca_file = ca_file
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "GarnetClient":
+        # trust_env makes aiohttp honour HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=make_ssl_context(self._ca_file)),
+            timeout=self._timeout,
+            headers=self._headers,
+            trust_env=True,
+        )
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def register(
+        self, project_token: SecretStr, body: Mapping[str, object]
+    ) -> Registration:
+        """Register this host as an agent with the project token."""
+        answer = await self._call(
+            "POST",
+            "api/v1/agents",
+            {"X-Project-Token": project_token.get_secret_value()},
+            body,
+        )
+        if answer.status in (401, 403):
+            raise ProjectTokenRejectedError(
+                f"project token rejected: HTTP {answer.status}"
+                f"{_error_detail(answer)}; check GARNET_API_TOKEN or api.token"
+            )
+        if answer.status == 400:
+            raise RegistrationRejectedError(
+                f"registration rejected: HTTP 400{_error_detail(answer)}"
+            )
+        _raise_unless(answer, (200, 201))
+
+        return _parse_registration(answer)
+
+    async def heartbeat(self, agent_token: SecretStr) -> None:
+        """Send one heartbeat with the agent token."""
+        answer = await self._call(
+            "POST",
+            "api/v1/agent_heartbeat",
+            {"X-Agent-Token": agent_token.get_secret_value()},
+            None,
+        )
+        if answer.status in (401, 404):
+            raise AgentTokenRejectedError(answer.status)
+        _raise_unless(answer, (200,))
+
+    async def send_event(
+        self, agent_token: SecretStr, event: Mapping[str, object]
+    ) -> bool:
+        """Send one event; return True when the API created it and False
+        when it updated an event with the same id."""
+        answer = await self._call(
+            "PUT",
+            "api/v1/events_v2",
+            {"X-Agent-Token": agent_token.get_secret_value()},
+            event,
+        )
+        if answer.status == 401:
+            raise AgentTokenRejectedError(401)
+        if answer.status == 400:
+            raise JibrildError(f"event rejected: HTTP 400{_error_detail(answer)}")
+        _raise_unless(answer, (201, 202))
+
+        return answer.status == 201
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        credential: Mapping[str, str],
+        body: Mapping[str, object] | None,
+    ) -> _Answer:
+        if self._session is None:
+            raise RuntimeError("GarnetClient used outside 'async with'")
+
+        url = api_endpoint(self.base_url, path)
+        headers = dict(credential)
+        data = None
+        if body is not None:
+            headers["Content-Type"] = _JSON
+            data = json.dumps(body, separators=(",", ":")).encode()
+
+        try:
+            async with self._session.request(
+                method, url, headers=headers, data=data, allow_redirects=False
+            ) as response:
+                payload = await _read_capped(response)
+                return _Answer(
+                    status=response.status,
+                    body=payload,
+                    content_type=response.content_type,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                )
+        except TimeoutError:
+            raise TransientApiError(
+                f"request to {url} timed out after {self._timeout.total:g}s"
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as error:
+            raise TransientApiError(
+                f"TLS certificate of {error.host} not trusted; "
+                "for a private CA set api.ca-file or GARNET_API_CA_FILE"
+            ) from None
+        except aiohttp.ClientConnectorError as error:
+            raise TransientApiError(
+                f"cannot connect to {error.host}:{error.port}: "
+                f"{error.os_error.strerror or error.os_error}"
+            ) from None
+        except aiohttp.ClientError as error:
+            raise TransientApiError(
+                f"request to {url} failed: {type(error).__name__}: {error}"
+            ) from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    if (response.content_length or 0) > MAX_BODY_BYTES:
+        raise TransientApiError(
+            f"answer of {response.content_length} bytes is over the "
+            f"{MAX_BODY_BYTES}-byte limit"
+        )
+
+    chunks = []
+    size = 0
+    while chunk := await response.content.read(MAX_BODY_BYTES + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TransientApiError(
+                f"answer is over the {MAX_BODY_BYTES}-byte limit; not reading it"
+            )
+    return b"".join(chunks)
+
+
+def _raise_unless(answer: _Answer, expected: tuple[int, ...]) -> None:
+    if answer.status in expected:
+        return
+    raise TransientApiError(
+        f"HTTP {answer.status}{_error_detail(answer)}", answer.retry_after
+    )
+
+
+def _error_detail(answer: _Answer) -> str:
+    """Return ': <message>' from a JSON error body, or the body's size."""
+    message = _json_object(answer.body).get("error")
+    if isinstance(message, str) and message:
+        return f": {message[:200]}"
+    if answer.body:
+        kind = answer.content_type or "unknown type"
+        return f" (<{len(answer.body)} bytes of {kind}>)"
+    return ""
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _parse_registration(answer: _Answer) -> Registration:
+    fields = _json_object(answer.body)
+    agent_id = fields.get("id")
+    agent_token = fields.get("agent_token")
+    if not isinstance(agent_token, str) or not agent_token.strip():
+        raise TransientApiError(
+            f"HTTP {answer.status} answer has no agent_token"
+            f" (<{len(answer.body)} bytes of {answer.content_type or 'unknown'}>)"
+        )
+    if not isinstance(agent_id, str) or not agent_id:
+        agent_id = "unknown"
+    return Registration(agent_id=agent_id, agent_token=SecretStr(agent_token.strip()))

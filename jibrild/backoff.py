@@ -1,0 +1,44 @@
+"""Retry delays: exponential backoff with full jitter, honouring Retry-After."""
+
+import random
+from collections.abc import Callable
+
+_MAX_RETRY_AFTER = 3600.0
+
+
+class Backoff:
+    """Delays for one run of retries.
+
+    The n-th delay is drawn uniformly from [0, min(cap, base * 2**(n-1))]
+    ("full jitter"), so a fleet that failed at the same moment spreads its
+    retries instead of returning in waves. A server's Retry-After is a
+    floor, with up to a tenth more on top for the same reason; a floor
+    longer than an hour is taken as an hour, in case of a server's mistake.
+    """
+
+    def __init__(
+        self,
+        base: float = 1.0,
+        cap: float = 300.0,
+        random_fraction: Callable[[], float] = random.random,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+        self._random_fraction = random_fraction
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """Count one more failed attempt and return the seconds to wait."""
+        self.attempt += 1
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt - 1, 32))
+        delay = self._random_fraction() * ceiling
+
+        if retry_after is not None and retry_after > 0:
+            floor = min(retry_after, _MAX_RETRY_AFTER)
+            delay = max(delay, floor * (1 + 0.1 * self._random_fraction()))
+
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the first attempt after a success."""
+        self.attempt = 0

@@ -1,0 +1,221 @@
+"""The jibrild command line: the daemon and its inspection commands."""
+
+import argparse
+import asyncio
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from jibrild import __version__
+from jibrild.environment import detect_runtime_environment
+from jibrild.errors import ExitCode, JibrildError
+from jibrild.hostfacts import read_host_facts
+from jibrild.logs import configure_logs, get_logger
+from jibrild.registration_body import build_registration_body
+from jibrild.reload import SettingsReloader
+from jibrild.settings import (
+    LoadedSettings,
+    add_settings_options,
+    load_settings,
+    options_from_args,
+    render_settings,
+)
+from jibrild.tokenstore import TokenStore
+
+EXIT_CODES = """\
+exit codes:
+  0   stopped on SIGTERM or SIGINT, or the command succeeded
+  1   unexpected internal error
+  2   invalid command line
+  3   (status) no agent token on disk
+  65  registration rejected by the API (HTTP 400): the request body is wrong
+  73  the agent token file or its folder cannot be used
+  75  another jibrild holds the state folder
+  77  project token rejected by the API (HTTP 401 or 403)
+  78  invalid or missing settings
+"""
+
+COMMANDS = ("run", "config", "detect", "status")
+
+# As with systemctl status, 3 means "not running here": no identity on disk.
+_NOT_REGISTERED = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit code."""
+    args = _parser().parse_args(
+        _with_command(list(sys.argv[1:] if argv is None else argv))
+    )
+    command: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return command(args)
+    except JibrildError as error:
+        get_logger().error(str(error), exit_code=int(error.exit_code))
+        return error.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.OK
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """Make ``run`` the command when none is given."""
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version")):
+        return argv
+    return ["run", *argv]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jibrild",
+        description="Connect this host to the Garnet API: register once with "
+        "the project token, then send heartbeats with the agent token.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"jibrild {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    _command(commands, "run", _run, "run the daemon in the foreground (default)")
+    config = _command(commands, "config", _config, "print the effective settings")
+    config.add_argument(
+        "--show-origin",
+        action="store_true",
+        help="say where each value came from",
+    )
+    _command(
+        commands,
+        "detect",
+        _detect,
+        "print the runtime environment and the registration body, as JSON",
+    )
+    _command(commands, "status", _status, "print the agent identity on disk")
+    return parser
+
+
+def _command(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    summary: str,
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="YAML settings file (default /etc/jibril/config.yaml)",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        help="KEY=VALUE settings file (default /etc/default/jibril)",
+    )
+    add_settings_options(parser)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> LoadedSettings:
+    configure_logs("info")
+    loaded = load_settings(
+        options_from_args(args), os.environ, args.config, args.env_file
+    )
+    configure_logs(loaded.settings.log_level)
+    for warning in loaded.warnings:
+        get_logger().warning(warning)
+    return loaded
+
+
+def _run(args: argparse.Namespace) -> int:
+    # aiohttp is heavy to import; only the daemon needs it.
+    from jibrild.daemon import Daemon  # noqa: PLC0415
+
+    loaded = _load(args)
+    reloader = SettingsReloader(
+        options_from_args(args), dict(os.environ), args.config, args.env_file
+    )
+    return asyncio.run(Daemon(loaded, reloader).run())
+
+
+def _config(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    print(render_settings(loaded, show_origin=args.show_origin), end="")
+    return ExitCode.OK
+
+
+def _detect(args: argparse.Namespace) -> int:
+    settings = _load(args).settings
+    facts = read_host_facts()
+    runtime = detect_runtime_environment(
+        Path("/"),
+        os.environ,
+        hostname=facts.hostname,
+        cluster_name=settings.cluster_name,
+        job=settings.job,
+        override=settings.runtime_environment,
+    )
+    machine_id = facts.machine_id or _stored_machine_id(
+        TokenStore(settings.agent_token_path)
+    )
+    report = {
+        "runtime_environment": runtime.name,
+        "container_engine": runtime.engine,
+        "agent_kind": runtime.agent_kind,
+        "notes": [*facts.notes, *runtime.notes],
+        "registration_body": build_registration_body(
+            facts,
+            runtime,
+            version=__version__,
+            machine_id=machine_id,
+            labels=settings.labels,
+        ),
+    }
+    print(json.dumps(report, indent=2))
+    return ExitCode.OK
+
+
+def _stored_machine_id(store: TokenStore) -> str:
+    """Return the state folder's machine id without creating one."""
+    try:
+        return store.machine_id_path.read_text().strip() or "(none yet)"
+    except OSError:
+        return "(none yet)"
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = _load(args).settings
+    store = TokenStore(settings.agent_token_path)
+    stored = store.load()
+    for warning in store.warnings:
+        get_logger().warning(warning)
+
+    lines = {"token file": str(store.token_path)}
+    if stored is None:
+        lines["state"] = "not registered (no agent token on disk)"
+    else:
+        mode = stat.S_IMODE(store.token_path.stat().st_mode)
+        lines["token file mode"] = f"{mode:04o}"
+        identity = stored.identity
+        if identity is None:
+            lines["state"] = "agent token present, identity record missing"
+        else:
+            lines["state"] = "registered"
+            lines["agent id"] = identity.agent_id
+            lines["agent kind"] = identity.agent_kind
+            lines["api url"] = identity.api_url
+            lines["registered at"] = identity.registered_at
+            lines["machine id"] = identity.machine_id
+
+    width = max(len(key) for key in lines) + 1
+    for key, value in lines.items():
+        print(f"{key + ':':<{width}} {value}")
+    return ExitCode.OK if stored is not None else _NOT_REGISTERED

@@ -1,0 +1,128 @@
+"""Log output: structlog set up once, in journald's form or as plain lines."""
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from pydantic import SecretStr
+
+MASK = "**********"
+
+# syslog(3) priorities; journald reads a leading "<N>" as the PRIORITY field
+# of a stream line (systemd.exec(5), SyslogLevelPrefix=).
+_PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+_SENSITIVE_KEY = re.compile(r"(^|_)(token|secret|password|authorization)$", re.I)
+_JWT_LIKE = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+
+# Every secret the daemon holds, so a last step can mask it wherever it
+# turns up in a line, even inside an exception text from a library.
+_known_secrets: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Mask ``value`` in every log line from now on."""
+    if len(value) >= 4:
+        _known_secrets.add(value)
+
+
+def journal_is_stderr(environ: Mapping[str, str], stream: TextIO) -> bool:
+    """Tell whether ``stream`` is the journal stream systemd named in
+    JOURNAL_STREAM (systemd.exec(5)), compared by device and inode."""
+    device_inode = environ.get("JOURNAL_STREAM", "")
+    device, _, inode = device_inode.partition(":")
+    if not device.isdigit() or not inode.isdigit():
+        return False
+
+    try:
+        stat = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return False
+
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+def _mask_text(text: str) -> str:
+    for secret in _known_secrets:
+        text = text.replace(secret, MASK)
+    return _JWT_LIKE.sub(MASK, text)
+
+
+def redact(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask values that are, or look like, credentials."""
+    for key, value in event_dict.items():
+        if isinstance(value, SecretStr) or _SENSITIVE_KEY.search(key):
+            event_dict[key] = MASK
+        elif isinstance(value, str):
+            event_dict[key] = _mask_text(value)
+        elif isinstance(value, BaseException):
+            event_dict[key] = _mask_text(str(value) or type(value).__name__)
+    return event_dict
+
+
+def _format_value(value: object) -> str:
+    text = str(value)
+    if text == "" or any(char.isspace() or char in "\"'=" for char in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+class LineRenderer:
+    """Render ``LEVEL: message key=value``, with the syslog priority prefix
+    when journald reads the stream (it adds its own timestamps)."""
+
+    def __init__(self, journal: bool) -> None:
+        self.journal = journal
+
+    def __call__(
+        self, _logger: object, method: str, event_dict: MutableMapping[str, Any]
+    ) -> str:
+        level = event_dict.pop("level", method)
+        event = str(event_dict.pop("event", ""))
+        fields = "".join(
+            f" {key}={_format_value(value)}" for key, value in event_dict.items()
+        )
+        line = f"{level.upper()}: {event}{fields}"
+        line = line.replace("\n", " ")
+        if self.journal:
+            return f"<{_PRIORITIES.get(level, 6)}>{line}"
+        return line
+
+
+def configure_logs(
+    level: str = "info",
+    environ: Mapping[str, str] | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog for the whole process; call again to change the
+    level (on reload)."""
+    stream = stream or sys.stderr
+    journal = journal_is_stderr(os.environ if environ is None else environ, stream)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            redact,
+            LineRenderer(journal),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> Any:
+    """Return the process logger."""
+    return structlog.get_logger()

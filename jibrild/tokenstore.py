@@ -1,0 +1,275 @@
+"""The agent token on disk: the token file, the identity record beside it,
+and the lock that keeps one daemon per state folder."""
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from jibrild.errors import AlreadyRunningError, TokenStoreError
+
+_TEMP_PREFIX = ".tmp-"
+_MAX_TOKEN_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the daemon remembers about its registration, besides the token."""
+
+    agent_id: str
+    agent_kind: str
+    api_url: str
+    machine_id: str
+    registered_at: str
+    token_sha256: str
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """An agent token read from disk, with its identity record when that
+    record belongs to this token."""
+
+    token: SecretStr
+    identity: Identity | None
+
+
+def token_fingerprint(token: SecretStr) -> str:
+    """Return the SHA-256 of the token, which ties a record to its token."""
+    return hashlib.sha256(token.get_secret_value().encode()).hexdigest()
+
+
+class TokenStore:
+    """Read and write the agent token file and its identity record.
+
+    Every write goes to a temporary file in the same folder, is fsynced and
+    renamed over the target, then the folder is fsynced, so a crash leaves
+    either the old file or the new one, never a partial one.
+    """
+
+    def __init__(self, token_path: Path) -> None:
+        self.token_path = token_path
+        self.folder = token_path.parent
+        self.record_path = token_path.with_name(token_path.stem + ".json")
+        self.lock_path = token_path.with_name(token_path.stem + ".lock")
+        self.machine_id_path = self.folder / "machine-id"
+        self.warnings: list[str] = []
+        self._lock_fd: int | None = None
+
+    def prepare(self) -> None:
+        """Create the state folder (mode 0700) and drop temporary files an
+        interrupted write left behind."""
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise TokenStoreError(
+                f"cannot create state folder {self.folder}: {error.strerror}; "
+                "create it (mode 0700) or set api.agent-token-path"
+            ) from None
+        if not self.folder.is_dir():
+            raise TokenStoreError(f"state folder {self.folder} is not a folder")
+
+        for leftover in self.folder.glob(_TEMP_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+    def lock(self) -> None:
+        """Take the state folder's lock, or raise naming the PID holding it."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as error:
+            raise TokenStoreError(
+                f"cannot open lock file {self.lock_path}: {error.strerror}"
+            ) from None
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunningError(
+                f"another jibrild (PID {holder}) is using {self.folder}; "
+                "stop it first or give this one another api.agent-token-path"
+            ) from None
+
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock; the file stays, as other lock users expect."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def load(self) -> StoredToken | None:
+        """Return the stored agent token, or None when there is none usable."""
+        raw = self._read_private(self.token_path, "agent token file")
+        if raw is None:
+            return None
+
+        text = _decode_token(raw)
+        if text is None:
+            self.warnings.append(
+                f"agent token file {self.token_path} is empty or not a token; "
+                "ignoring it"
+            )
+            return None
+
+        token = SecretStr(text)
+        return StoredToken(token=token, identity=self._load_identity(token))
+
+    def save(self, token: SecretStr, identity: Identity) -> None:
+        """Store the token, then its identity record."""
+        self._check_target(self.token_path, "agent token file")
+        self._write_atomic(self.token_path, token.get_secret_value().encode() + b"\n")
+        record = json.dumps(asdict(identity), indent=2) + "\n"
+        self._write_atomic(self.record_path, record.encode())
+
+    def remove(self) -> list[Path]:
+        """Delete the token and its record; return the paths removed."""
+        removed = []
+        for path in (self.token_path, self.record_path):
+            self._check_target(path, "identity file")
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        if removed:
+            _fsync_folder(self.folder)
+        return removed
+
+    def machine_id(self) -> str:
+        """Return this state folder's own machine id, made once, for hosts
+        without /etc/machine-id."""
+        raw = self._read_private(self.machine_id_path, "machine-id file")
+        text = _decode_token(raw) if raw is not None else None
+        if text is not None:
+            return text
+
+        made = secrets.token_hex(16)
+        self._write_atomic(self.machine_id_path, made.encode() + b"\n")
+        return made
+
+    def _load_identity(self, token: SecretStr) -> Identity | None:
+        raw = self._read_private(self.record_path, "identity record")
+        if raw is None:
+            return None
+
+        try:
+            identity = Identity(**json.loads(raw))
+        except (ValueError, TypeError):
+            self.warnings.append(
+                f"identity record {self.record_path} is not valid; ignoring it"
+            )
+            return None
+
+        if identity.token_sha256 != token_fingerprint(token):
+            self.warnings.append(
+                f"identity record {self.record_path} belongs to another agent "
+                "token; ignoring it"
+            )
+            return None
+        return identity
+
+    def _check_target(self, path: Path, what: str) -> None:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise TokenStoreError(
+                f"cannot inspect {what} {path}: {error.strerror}"
+            ) from None
+
+        if stat.S_ISLNK(mode):
+            raise TokenStoreError(
+                f"{what} {path} is a symbolic link; remove it, jibrild writes "
+                "only regular files in its state folder"
+            )
+        if not stat.S_ISREG(mode):
+            raise TokenStoreError(
+                f"{what} {path} is not a regular file; remove it or set "
+                "api.agent-token-path"
+            )
+
+    def _read_private(self, path: Path, what: str) -> bytes | None:
+        self._check_target(path, what)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise TokenStoreError(
+                f"cannot read {what} {path}: {error.strerror}"
+            ) from None
+
+        with os.fdopen(fd, "rb") as file:
+            mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+            if mode & 0o077:
+                self._tighten(file.fileno(), path, what, mode)
+            return file.read(_MAX_TOKEN_BYTES)
+
+    def _tighten(self, fd: int, path: Path, what: str, mode: int) -> None:
+        self.warnings.append(f"{what} {path} had mode {mode:04o}; setting it to 0600")
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError as error:
+            self.warnings.append(f"cannot chmod {path}: {error.strerror}")
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise TokenStoreError(_write_failure(path, error)) from None
+        _fsync_folder(self.folder)
+
+
+def _decode_token(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or not all(33 <= ord(char) <= 126 for char in text):
+        return None
+    return text
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_failure(path: Path, error: OSError) -> str:
+    advice = {
+        errno.ENOSPC: "free some space",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "check the folder's owner and mode",
+        errno.EPERM: "check the folder's owner and mode",
+    }.get(error.errno or 0, "check the folder")
+    return f"cannot write {path}: {error.strerror}; {advice}"

@@ -1,0 +1,265 @@
+"""Tests of the Garnet API client over real HTTP against the local API."""
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import SecretStr
+
+from garnet_local.testing import LocalGarnet
+from jibrild.api import (
+    MAX_BODY_BYTES,
+    AgentTokenRejectedError,
+    GarnetClient,
+    TransientApiError,
+    api_endpoint,
+    parse_retry_after,
+)
+from jibrild.errors import ProjectTokenRejectedError, RegistrationRejectedError
+
+PROJECT_TOKEN = SecretStr("test-project-token")
+T = TypeVar("T")
+
+BODY: dict[str, object] = {
+    "os": "linux",
+    "arch": "amd64",
+    "hostname": "web-1",
+    "version": "0.1.0",
+    "ip": "192.0.2.10",
+    "machine_id": "0123456789abcdef0123456789abcdef",
+    "kind": "vanilla",
+    "vanilla_context": {"job": "web-1", "runner_os": "Linux"},
+}
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[LocalGarnet]:
+    """The local Garnet API with one write and one read-only project token."""
+    tokens = {"test-project-token": "write", "read-only-token": "readonly"}
+    with LocalGarnet(tmp_path / "api", tokens) as server:
+        yield server
+
+
+def _call(
+    url: str, action: Callable[[GarnetClient], Awaitable[T]], timeout: float = 5.0
+) -> T:
+    async def run() -> T:
+        async with GarnetClient(url, timeout, "jibrild-test") as client:
+            return await action(client)
+
+    return asyncio.run(run())
+
+
+def _register(
+    url: str, body: dict[str, object] = BODY, token: SecretStr = PROJECT_TOKEN
+) -> Any:
+    return _call(url, lambda client: client.register(token, body))
+
+
+def test_endpoint_keeps_path_prefix() -> None:
+    """A base URL with a path prefix keeps it, with or without a slash."""
+    assert "https://x.example/garnet/api/v1/agents" == api_endpoint(
+        "https://x.example/garnet/", "/api/v1/agents"
+    )
+    assert "https://x.example/garnet/api/v1/agents" == api_endpoint(
+        "https://x.example/garnet", "api/v1/agents"
+    )
+
+
+def test_register_returns_id_and_token(api: LocalGarnet) -> None:
+    """A registration answers 201 with the agent id and its token."""
+    registration = _register(api.url)
+
+    assert [registration.agent_id] == [agent["id"] for agent in api.agents()]
+    assert 3 == len(registration.agent_token.get_secret_value().split("."))
+
+
+def test_register_sends_contract_request(api: LocalGarnet) -> None:
+    """The request carries X-Project-Token and the body as given."""
+    _register(api.url)
+
+    [request] = api.requests()
+
+    assert "POST" == request["method"]
+    assert "/api/v1/agents" == request["path"]
+    assert ["X-Project-Token"] == list(request["credentials"])
+    assert "Content-Type" in request["headers"]
+    assert BODY == request["body"]
+
+
+def test_register_under_path_prefix(tmp_path: Path) -> None:
+    """A self-hosted API under a path prefix is reached there."""
+    with LocalGarnet(tmp_path / "api", prefix="/garnet/") as server:
+        registration = _register(server.url)
+
+    assert registration.agent_id
+
+
+def test_register_400_names_field(api: LocalGarnet) -> None:
+    """A 400 is not retryable and its message carries the server's reason."""
+    body = {**BODY, "ip": "not-an-ip"}
+
+    with pytest.raises(RegistrationRejectedError) as raised:
+        _register(api.url, body)
+
+    assert str(raised.value).startswith("registration rejected: HTTP 400: ")
+    assert "'ip'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("token", "status"), [("wrong-token", 401), ("read-only-token", 403)]
+)
+def test_register_rejected_token(api: LocalGarnet, token: str, status: int) -> None:
+    """401 and 403 reject the project token without echoing it."""
+    with pytest.raises(ProjectTokenRejectedError) as raised:
+        _register(api.url, token=SecretStr(token))
+
+    assert str(raised.value).startswith(f"project token rejected: HTTP {status}")
+    assert str(raised.value).endswith("; check GARNET_API_TOKEN or api.token")
+    assert token not in str(raised.value)
+
+
+def test_429_carries_retry_after(api: LocalGarnet) -> None:
+    """A 429 is transient and keeps the server's Retry-After seconds."""
+    api.add_fault(path="/api/v1/agents", status=429, retry_after="7", times=1)
+
+    with pytest.raises(TransientApiError) as raised:
+        _register(api.url)
+
+    assert 7.0 == raised.value.retry_after
+    assert str(raised.value).startswith("HTTP 429")
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_is_transient(api: LocalGarnet, status: int) -> None:
+    """Server errors are transient."""
+    api.add_fault(path="/api/v1/agents", status=status, times=1)
+
+    with pytest.raises(TransientApiError) as raised:
+        _register(api.url)
+
+    assert str(raised.value).startswith(f"HTTP {status}")
+
+
+def test_html_error_page_summarised(api: LocalGarnet) -> None:
+    """A proxy's HTML page is reported by size and type, not printed."""
+    page = "<html><body>Bad Gateway</body></html>"
+    api.add_fault(
+        path="/api/v1/agents", status=502, body=page, content_type="text/html", times=1
+    )
+
+    with pytest.raises(TransientApiError) as raised:
+        _register(api.url)
+
+    assert f"HTTP 502 (<{len(page)} bytes of text/html>)" == str(raised.value)
+
+
+def test_201_without_agent_token_is_transient(api: LocalGarnet) -> None:
+    """A 201 whose body lacks agent_token is retried, not trusted."""
+    api.add_fault(path="/api/v1/agents", status=201, body='{"id": "x"}', times=1)
+
+    with pytest.raises(TransientApiError) as raised:
+        _register(api.url)
+
+    assert str(raised.value).startswith("HTTP 201 answer has no agent_token")
+
+
+def test_truncated_json_is_transient(api: LocalGarnet) -> None:
+    """A 201 with a cut-off JSON body is retried."""
+    api.add_fault(
+        path="/api/v1/agents", status=201, body='{"id": "x", "agent_', times=1
+    )
+
+    with pytest.raises(TransientApiError):
+        _register(api.url)
+
+
+def test_oversized_body_not_read(api: LocalGarnet) -> None:
+    """A body over the cap is refused instead of read into memory."""
+    api.add_fault(
+        path="/api/v1/agents", status=503, body="x" * (MAX_BODY_BYTES + 1), times=1
+    )
+
+    with pytest.raises(TransientApiError) as raised:
+        _register(api.url)
+
+    assert "byte limit" in str(raised.value)
+
+
+def test_slow_answer_times_out(api: LocalGarnet) -> None:
+    """An API that does not answer within the timeout is a transient error."""
+    api.add_fault(path="/api/v1/agents", delay=3.0, times=1)
+
+    with pytest.raises(TransientApiError) as raised:
+        _call(api.url, lambda client: client.register(PROJECT_TOKEN, BODY), 0.3)
+
+    assert str(raised.value).endswith("timed out after 0.3s")
+
+
+def test_connection_refused_is_transient() -> None:
+    """Nothing listening is a transient error naming host and port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    with pytest.raises(TransientApiError) as raised:
+        _register(f"http://127.0.0.1:{port}/")
+
+    assert str(raised.value).startswith(f"cannot connect to 127.0.0.1:{port}: ")
+
+
+def test_heartbeat_ok(api: LocalGarnet) -> None:
+    """A heartbeat with a fresh agent token is counted by the API."""
+    registration = _register(api.url)
+
+    _call(api.url, lambda client: client.heartbeat(registration.agent_token))
+
+    assert 1 == api.agents()[0]["heartbeats"]
+
+
+@pytest.mark.parametrize(("action", "status"), [("revoke", 401), ("delete", 404)])
+def test_heartbeat_rejected(api: LocalGarnet, action: str, status: int) -> None:
+    """Revoked agents get 401 and deleted ones 404."""
+    registration = _register(api.url)
+    getattr(api, action)(registration.agent_id)
+
+    with pytest.raises(AgentTokenRejectedError) as raised:
+        _call(api.url, lambda client: client.heartbeat(registration.agent_token))
+
+    assert status == raised.value.status
+
+
+def test_event_created_then_updated(api: LocalGarnet) -> None:
+    """The same event id twice is created once, then updated."""
+    registration = _register(api.url)
+    event = {"id": str(uuid.uuid4()), "kind": "infos", "data": {"a": 1}}
+
+    first = _call(api.url, lambda c: c.send_event(registration.agent_token, event))
+    second = _call(api.url, lambda c: c.send_event(registration.agent_token, event))
+
+    assert first is True
+    assert second is False
+
+
+def test_retry_after_seconds() -> None:
+    """A Retry-After in delay-seconds is taken as is."""
+    assert 120.0 == parse_retry_after("120")
+
+
+def test_retry_after_http_date() -> None:
+    """An HTTP-date Retry-After gives the seconds until that date."""
+    now = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+    delay = parse_retry_after("Fri, 15 Jan 2027 08:00:30 GMT", now)
+
+    assert 30.0 == delay
+
+
+def test_retry_after_invalid_is_none() -> None:
+    """A Retry-After that is neither form is ignored."""
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None

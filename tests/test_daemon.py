@@ -1,0 +1,359 @@
+"""End-to-end tests: the daemon as a subprocess against the local API."""
+
+import ipaddress
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from garnet_local.testing import LocalGarnet
+from jibrild import __version__
+from jibrild.environment import detect_runtime_environment
+from jibrild.hostfacts import read_host_facts
+from tests.daemon_process import DaemonProcess, clean_environ
+
+PROJECT_TOKEN = "test-project-token"
+
+SEED_LINES = [
+    "INFO: detected runtime environment: {environment}",
+    "INFO: agent registration complete",
+    "INFO: agent kind: {kind}",
+    "INFO: token stored at: {path}",
+]
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[LocalGarnet]:
+    """The local Garnet API in a state folder of its own."""
+    with LocalGarnet(tmp_path / "api") as server:
+        yield server
+
+
+class Agent:
+    """Paths and settings files of one daemon under test."""
+
+    def __init__(self, tmp_path: Path, api: LocalGarnet) -> None:
+        self.tmp_path = tmp_path
+        self.api = api
+        self.token_path = tmp_path / "state" / "agent.token"
+        self.config = tmp_path / "config.yaml"
+        self.env_file = tmp_path / "jibril.env"
+        self.config.write_text("run-time:\n  heartbeat-interval: 30\n")
+        self.env_file.write_text("")
+        self.processes: list[DaemonProcess] = []
+
+    def start(
+        self, project_token: str | None = PROJECT_TOKEN, **extra: str
+    ) -> DaemonProcess:
+        """Start the daemon with the API URL and, if given, a project token."""
+        environ = clean_environ(GARNET_API_URL=self.api.url, **extra)
+        if project_token is not None:
+            environ["GARNET_API_TOKEN"] = project_token
+        args = [
+            "run",
+            "--config",
+            str(self.config),
+            "--env-file",
+            str(self.env_file),
+            "--agent-token-path",
+            str(self.token_path),
+        ]
+        process = DaemonProcess(self.tmp_path, args, environ)
+        self.processes.append(process)
+        return process
+
+
+@pytest.fixture
+def agent(tmp_path: Path, api: LocalGarnet) -> Iterator[Agent]:
+    """A daemon's settings, pointed at the local API."""
+    agent = Agent(tmp_path, api)
+    yield agent
+    for process in agent.processes:
+        process.close()
+
+
+def _expected_seed_lines(token_path: Path) -> list[str]:
+    facts = read_host_facts()
+    runtime = detect_runtime_environment(
+        Path("/"), clean_environ(), hostname=facts.hostname, cluster_name=None, job=None
+    )
+    first = SEED_LINES[0].format(environment=runtime.name)
+    if runtime.engine:
+        first += f" engine={runtime.engine}"
+    return [
+        first,
+        SEED_LINES[1],
+        SEED_LINES[2].format(kind=runtime.agent_kind),
+        SEED_LINES[3].format(path=token_path),
+    ]
+
+
+def _registrations(api: LocalGarnet) -> list[dict[str, object]]:
+    return [
+        request
+        for request in api.requests()
+        if request["path"] == "/api/v1/agents" and request["method"] == "POST"
+    ]
+
+
+def test_first_start_logs_seed_lines(agent: Agent) -> None:
+    """A first start registers and prints the four lines in order."""
+    daemon = agent.start()
+
+    daemon.wait_for_line("token stored at:")
+    code = daemon.stop()
+
+    expected = _expected_seed_lines(agent.token_path)
+    seed = [line for line in daemon.lines if line in expected]
+    assert expected == seed
+    assert 0 == code
+
+
+def test_first_start_stores_token_privately(agent: Agent) -> None:
+    """The agent token lands in a 0600 file inside a 0700 folder."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    daemon.stop()
+
+    assert 0o600 == stat.S_IMODE(agent.token_path.stat().st_mode)
+    assert 0o700 == stat.S_IMODE(agent.token_path.parent.stat().st_mode)
+    assert 3 == len(agent.token_path.read_text().strip().split("."))
+
+
+def test_second_start_uses_stored_token(agent: Agent, api: LocalGarnet) -> None:
+    """A restart uses the stored agent token and does not register again."""
+    first = agent.start()
+    first.wait_for_line("token stored at:")
+    first.stop()
+
+    second = agent.start(project_token=None)
+    line = second.wait_for_line("using stored agent token")
+    code = second.stop()
+
+    assert f"path={agent.token_path}" in line
+    assert "agent registration complete" not in second.output()
+    assert 1 == len(_registrations(api))
+    assert 0 == code
+
+
+def test_ready_after_registration(agent: Agent) -> None:
+    """READY=1 is sent once the agent token is held, and STOPPING=1 on exit."""
+    daemon = agent.start()
+
+    ready = daemon.wait_for_message("READY=1")
+    daemon.stop()
+
+    assert "STATUS=registered as " in daemon.wait_for_message("STATUS=registered as")
+    assert ready.startswith("READY=1")
+    assert daemon.wait_for_message("STOPPING=1")
+
+
+def test_registration_body_matches_contract(agent: Agent, api: LocalGarnet) -> None:
+    """The body sent holds exactly the contract's fields for this host."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    daemon.stop()
+
+    [request] = _registrations(api)
+    body = request["body"]
+    assert isinstance(body, dict)
+    kind = body["kind"]
+    required = {"os", "arch", "hostname", "version", "ip", "machine_id", "kind"}
+    assert required | {f"{kind}_context"} == set(body)
+    assert "linux" == body["os"]
+    assert __version__ == body["version"]
+    assert ipaddress.ip_address(body["ip"])
+    assert ["X-Project-Token"] == list(request["credentials"])
+
+
+def test_heartbeats_use_agent_token(agent: Agent, api: LocalGarnet) -> None:
+    """Heartbeats go out every interval with X-Agent-Token and no body."""
+    agent.config.write_text("run-time:\n  heartbeat-interval: 0.2\n")
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+
+    beats = [r for r in _wait_heartbeats(api, daemon, 3)]
+    daemon.stop()
+
+    assert all(["X-Agent-Token"] == list(r["credentials"]) for r in beats)
+    assert all(r["body"] is None for r in beats)
+
+
+def _wait_heartbeats(
+    api: LocalGarnet, daemon: DaemonProcess, count: int
+) -> list[dict[str, object]]:
+    for _ in range(100):
+        beats = [r for r in api.requests() if r["path"] == "/api/v1/agent_heartbeat"]
+        if len(beats) >= count:
+            return beats
+        daemon.wait_for_message("READY=1", timeout=0.1)
+    raise AssertionError(f"fewer than {count} heartbeats:\n{daemon.output()}")
+
+
+@pytest.mark.parametrize(("action", "status"), [("revoke", 401), ("delete", 404)])
+def test_rejected_agent_token_registers_again(
+    agent: Agent, api: LocalGarnet, action: str, status: int
+) -> None:
+    """A revoked or deleted agent registers again with the project token."""
+    agent.config.write_text("run-time:\n  heartbeat-interval: 0.2\n")
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    first_token = agent.token_path.read_text()
+    getattr(api, action)(api.agents()[0]["id"])
+
+    rejected = daemon.wait_for_line("agent token rejected")
+    again = daemon.wait_for_line("registering again")
+    _wait_for(lambda: len(_registrations(api)) == 2, daemon)
+    daemon.stop()
+
+    assert f"WARNING: agent token rejected status={status}" == rejected
+    assert "reason=" in again
+    assert first_token != agent.token_path.read_text()
+
+
+def _wait_for(condition: object, daemon: DaemonProcess) -> None:
+    for _ in range(100):
+        if condition():  # type: ignore[operator]
+            return
+        daemon.wait_for_message("READY=1", timeout=0.1)
+    raise AssertionError(daemon.output())
+
+
+def test_rejected_without_project_token_degrades(
+    agent: Agent, api: LocalGarnet
+) -> None:
+    """With no project token, a rejected agent token is an error, not a crash."""
+    agent.config.write_text("run-time:\n  heartbeat-interval: 0.2\n")
+    first = agent.start()
+    first.wait_for_line("token stored at:")
+    first.stop()
+    api.revoke(api.agents()[0]["id"])
+
+    daemon = agent.start(project_token=None)
+    error = daemon.wait_for_line("agent token rejected and no project token")
+    status = daemon.wait_for_message("set a project token and reload")
+    alive = daemon.process.poll() is None
+    code = daemon.stop()
+
+    assert error.startswith("ERROR: ")
+    assert "agent token rejected: HTTP 401" in status
+    assert alive
+    assert 0 == code
+
+
+def test_api_down_at_start_retries(agent: Agent, api: LocalGarnet) -> None:
+    """Transient failures are retried; READY=1 is sent after the first one."""
+    api.add_fault(path="/api/v1/agents", status=503, times=2)
+    daemon = agent.start()
+
+    warning = daemon.wait_for_line("agent registration failed")
+    ready = daemon.wait_for_message("READY=1")
+    daemon.wait_for_line("token stored at:", timeout=20)
+    daemon.stop()
+
+    assert warning.startswith("WARNING: agent registration failed attempt=1 ")
+    assert "next_attempt_in=" in warning
+    assert "registration attempt 1 failed" in ready
+
+
+def test_project_token_rejected_exits_77(agent: Agent) -> None:
+    """A wrong project token ends the daemon with exit code 77, no traceback."""
+    daemon = agent.start(project_token="wrong-project-token")
+
+    code = daemon.wait()
+
+    assert 77 == code
+    assert "ERROR: project token rejected: HTTP 401" in daemon.output()
+    assert "Traceback" not in daemon.output()
+    assert "wrong-project-token" not in daemon.output()
+
+
+def test_no_token_at_all_exits_78(agent: Agent) -> None:
+    """No agent token and no project token is a settings error (78)."""
+    daemon = agent.start(project_token=None)
+
+    code = daemon.wait()
+
+    assert 78 == code
+    assert (
+        f"ERROR: no stored agent token at {agent.token_path} and no project "
+        "token is set;"
+    ) in daemon.output()
+
+
+def test_second_daemon_refused(agent: Agent) -> None:
+    """A second daemon on the same state folder exits 75 naming the first."""
+    first = agent.start()
+    first.wait_for_line("token stored at:")
+
+    second = agent.start()
+    code = second.wait()
+    first.stop()
+
+    assert 75 == code
+    assert f"(PID {first.process.pid})" in second.output()
+
+
+def test_sighup_reloads_interval(agent: Agent) -> None:
+    """SIGHUP reads the settings again and applies a new interval."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    agent.config.write_text("run-time:\n  heartbeat-interval: 5\n")
+
+    daemon.signal(signal.SIGHUP)
+    line = daemon.wait_for_line("settings reloaded")
+    daemon.stop()
+
+    assert "INFO: settings reloaded changed=heartbeat_interval" == line
+
+
+def test_sighup_with_bad_settings_keeps_old(agent: Agent) -> None:
+    """Invalid settings on reload are logged and the daemon keeps running."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    agent.config.write_text("run-time:\n  heartbeat-interval: often\n")
+
+    daemon.signal(signal.SIGHUP)
+    line = daemon.wait_for_line("reload failed")
+    alive = daemon.process.poll() is None
+    code = daemon.stop()
+
+    assert line.startswith("ERROR: reload failed; keeping the previous settings")
+    assert alive
+    assert 0 == code
+
+
+def test_sigint_stops_with_zero(agent: Agent) -> None:
+    """SIGINT, as from Ctrl-C, stops the daemon with exit code 0."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+
+    daemon.signal(signal.SIGINT)
+    code = daemon.wait()
+
+    assert 0 == code
+    assert "INFO: stopping signal=SIGINT" in daemon.output()
+
+
+def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
+    """Neither the project token nor the agent token is ever printed."""
+    agent.config.write_text(
+        "run-time:\n  heartbeat-interval: 0.2\n  log-level: debug\n"
+    )
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    first_token = agent.token_path.read_text().strip()
+    _wait_for(lambda: api.agents()[0]["heartbeats"] >= 1, daemon)
+    api.revoke(api.agents()[0]["id"])
+    daemon.wait_for_line("registering again")
+    _wait_for(lambda: len(_registrations(api)) == 2, daemon)
+    daemon.stop()
+    second_token = agent.token_path.read_text().strip()
+
+    output = daemon.output() + "".join(daemon.messages)
+    assert "DEBUG: heartbeat sent" in output
+    assert PROJECT_TOKEN not in output
+    assert first_token not in output
+    assert second_token not in output

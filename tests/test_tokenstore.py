@@ -1,0 +1,244 @@
+"""Tests of the agent token file, its identity record and the lock."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from jibrild.errors import AlreadyRunningError, TokenStoreError
+from jibrild.tokenstore import Identity, TokenStore, token_fingerprint
+
+TOKEN = SecretStr("aaa.bbb.ccc")
+
+
+def _identity(token: SecretStr = TOKEN) -> Identity:
+    return Identity(
+        agent_id="agent-1",
+        agent_kind="vanilla",
+        api_url="http://127.0.0.1:1/",
+        machine_id="0" * 32,
+        registered_at="2026-01-01T00:00:00+00:00",
+        token_sha256=token_fingerprint(token),
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TokenStore:
+    """A store whose state folder does not exist yet."""
+    store = TokenStore(tmp_path / "state" / "agent.token")
+    store.prepare()
+    return store
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_prepare_creates_private_folder(store: TokenStore) -> None:
+    """The state folder is created with mode 0700."""
+    assert 0o700 == _mode(store.folder)
+
+
+def test_save_then_load(store: TokenStore) -> None:
+    """A saved token and its record load back as they were."""
+    store.save(TOKEN, _identity())
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert TOKEN.get_secret_value() == loaded.token.get_secret_value()
+    assert _identity() == loaded.identity
+
+
+def test_token_file_holds_token_alone(store: TokenStore) -> None:
+    """Other tools can read the token file: the token and a newline."""
+    store.save(TOKEN, _identity())
+
+    assert "aaa.bbb.ccc\n" == store.token_path.read_text()
+    assert 0o600 == _mode(store.token_path)
+    assert 0o600 == _mode(store.record_path)
+
+
+def test_save_leaves_no_temporary_file(store: TokenStore) -> None:
+    """After a save the folder holds the token, the record, nothing else."""
+    store.save(TOKEN, _identity())
+
+    names = sorted(path.name for path in store.folder.iterdir())
+
+    assert ["agent.json", "agent.token"] == names
+
+
+def test_missing_token_is_none(store: TokenStore) -> None:
+    """No token file means no stored token."""
+    assert store.load() is None
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"  \n\t\n", b"\xff\xfe\x00token", b"two words"]
+)
+def test_unusable_token_file_ignored(store: TokenStore, content: bytes) -> None:
+    """An empty, blank or non-text token file counts as no token, with a
+    warning that names the file."""
+    store.token_path.write_bytes(content)
+    store.token_path.chmod(0o600)
+
+    loaded = store.load()
+
+    assert loaded is None
+    assert [
+        f"agent token file {store.token_path} is empty or not a token; ignoring it"
+    ] == store.warnings
+
+
+def test_surrounding_whitespace_stripped(store: TokenStore) -> None:
+    """A token written by hand with a newline loads without it."""
+    store.token_path.write_text("  hand.made.token \n")
+    store.token_path.chmod(0o600)
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert "hand.made.token" == loaded.token.get_secret_value()
+    assert loaded.identity is None
+
+
+def test_wide_mode_is_tightened(store: TokenStore) -> None:
+    """A token file readable by others is warned about and set to 0600."""
+    store.save(TOKEN, _identity())
+    store.token_path.chmod(0o644)
+
+    store.load()
+
+    assert 0o600 == _mode(store.token_path)
+    assert [
+        f"agent token file {store.token_path} had mode 0644; setting it to 0600"
+    ] == store.warnings
+
+
+def test_symlink_rejected(store: TokenStore, tmp_path: Path) -> None:
+    """A symbolic link at the token path is an error, not followed."""
+    target = tmp_path / "elsewhere"
+    target.write_text("x.y.z")
+    store.token_path.symlink_to(target)
+
+    with pytest.raises(TokenStoreError) as raised:
+        store.load()
+
+    assert (
+        f"agent token file {store.token_path} is a symbolic link; remove it, "
+        "jibrild writes only regular files in its state folder"
+    ) == str(raised.value)
+
+
+def test_symlink_not_written_through(store: TokenStore, tmp_path: Path) -> None:
+    """Saving over a symbolic link fails and leaves its target untouched."""
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    store.token_path.symlink_to(target)
+
+    with pytest.raises(TokenStoreError):
+        store.save(TOKEN, _identity())
+
+    assert "keep" == target.read_text()
+
+
+def test_folder_at_token_path_rejected(store: TokenStore) -> None:
+    """A folder where the token file should be is an error."""
+    store.token_path.mkdir()
+
+    with pytest.raises(TokenStoreError) as raised:
+        store.load()
+
+    assert (
+        f"agent token file {store.token_path} is not a regular file; remove it "
+        "or set api.agent-token-path"
+    ) == str(raised.value)
+
+
+def test_leftover_temporary_file_removed(store: TokenStore) -> None:
+    """A temporary file from an interrupted write is never read as the
+    token, and prepare removes it."""
+    leftover = store.folder / ".tmp-agent.token.1234abcd"
+    leftover.write_text("valid.looking.token\n")
+
+    loaded = store.load()
+    store.prepare()
+
+    assert loaded is None
+    assert not leftover.exists()
+
+
+def test_record_of_other_token_ignored(store: TokenStore) -> None:
+    """A record whose fingerprint is another token's is not trusted."""
+    store.save(TOKEN, _identity(SecretStr("other.token.value")))
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert loaded.identity is None
+    assert [
+        f"identity record {store.record_path} belongs to another agent token; "
+        "ignoring it"
+    ] == store.warnings
+
+
+def test_corrupt_record_ignored(store: TokenStore) -> None:
+    """A record that is not valid JSON is ignored with a warning."""
+    store.save(TOKEN, _identity())
+    store.record_path.write_text("{not json")
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert loaded.identity is None
+    assert [
+        f"identity record {store.record_path} is not valid; ignoring it"
+    ] == store.warnings
+
+
+def test_remove_deletes_token_and_record(store: TokenStore) -> None:
+    """Remove deletes both files and reports them."""
+    store.save(TOKEN, _identity())
+
+    removed = store.remove()
+
+    assert [store.token_path, store.record_path] == removed
+    assert store.load() is None
+
+
+def test_second_lock_names_pid(store: TokenStore) -> None:
+    """A second daemon on the same folder is told the first one's PID."""
+    store.lock()
+    other = TokenStore(store.token_path)
+
+    with pytest.raises(AlreadyRunningError) as raised:
+        other.lock()
+    store.unlock()
+
+    assert (
+        f"another jibrild (PID {os.getpid()}) is using {store.folder}; stop it "
+        "first or give this one another api.agent-token-path"
+    ) == str(raised.value)
+
+
+def test_lock_free_after_unlock(store: TokenStore) -> None:
+    """Once released, the lock can be taken again."""
+    store.lock()
+    store.unlock()
+    other = TokenStore(store.token_path)
+
+    other.lock()
+    other.unlock()
+
+
+def test_machine_id_made_once(store: TokenStore) -> None:
+    """The fallback machine id is made on first use and kept."""
+    first = store.machine_id()
+
+    second = TokenStore(store.token_path).machine_id()
+
+    assert first == second
+    assert 32 == len(first)
+    assert 0o600 == _mode(store.machine_id_path)
