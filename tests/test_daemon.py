@@ -138,16 +138,31 @@ def test_second_start_uses_stored_token(agent: Agent, api: LocalGarnet) -> None:
     assert 0 == code
 
 
-def test_ready_after_registration(agent: Agent) -> None:
-    """READY=1 is sent once the agent token is held, and STOPPING=1 on exit."""
+def test_ready_after_registration(agent: Agent, api: LocalGarnet) -> None:
+    """READY=1 is sent once the agent token is held, with the agent id in
+    STATUS=, and STOPPING=1 on exit."""
     daemon = agent.start()
 
     ready = daemon.wait_for_message("READY=1")
     daemon.stop()
 
-    assert "STATUS=registered as " in daemon.wait_for_message("STATUS=registered as")
-    assert ready.startswith("READY=1")
+    agent_id = api.agents()[0]["id"]
+    assert f"READY=1\nSTATUS=registered as {agent_id}" == ready
     assert daemon.wait_for_message("STOPPING=1")
+
+
+def test_ready_with_stored_token(agent: Agent, api: LocalGarnet) -> None:
+    """A start with a stored agent token is ready with the stored agent id."""
+    first = agent.start()
+    first.wait_for_line("token stored at:")
+    first.stop()
+
+    second = agent.start(project_token=None)
+    ready = second.wait_for_message("READY=1")
+    second.stop()
+
+    agent_id = api.agents()[0]["id"]
+    assert f"READY=1\nSTATUS=registered as {agent_id}" == ready
 
 
 def test_registration_body_matches_contract(agent: Agent, api: LocalGarnet) -> None:

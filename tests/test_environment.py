@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from jibrild.environment import (
+from jibrild.contexts import (
     GITHUB_OPTIONAL_FIELDS,
     GITHUB_REQUIRED_FIELDS,
+    github_variable,
+    runner_os_name,
+)
+from jibrild.environment import (
     RuntimeEnvironment,
     detect_container_engine,
     detect_runtime_environment,
-    github_variable,
-    runner_os_name,
 )
 from jibrild.errors import SettingsError
 
