@@ -2,6 +2,6 @@
 
 import sys
 
-from jibrild.cli import main
+from jibrild.entry import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from jibrild import __version__
 from jibrild.api import AgentTokenRejectedError
 from jibrild.environment import RuntimeEnvironment
-from jibrild.errors import JibrildError, SettingsError
+from jibrild.errors import JibrildError, ProjectTokenRejectedError, SettingsError
 from jibrild.hostfacts import HostFacts
 from jibrild.logs import get_logger, remember_secret
 from jibrild.notify import Notifier
@@ -22,8 +22,6 @@ from jibrild.tokenstore import Identity, StoredToken, TokenStore, token_fingerpr
 # While no project token can replace a rejected agent token, check back at
 # this pace: slow enough to spare the API, quick enough to notice a fix.
 DEGRADED_RETRY_SECONDS = 300.0
-
-_NO_STORED_TOKEN = "no stored agent token"  # noqa: S105 - a reason, not a secret
 
 
 @dataclass
@@ -42,9 +40,11 @@ class AgentTokenHolder:
     runtime: RuntimeEnvironment
     machine_id: str
     on_ready: Callable[[], None]
+    project_token_origin: Callable[[], str] = lambda: "the settings"
     token: SecretStr | None = None
     identity: Identity | None = None
     stored: bool = False
+    _store_failed: bool = False
 
     async def obtain(self) -> bool:
         """Use the stored agent token, or register; return False when the
@@ -62,7 +62,9 @@ class AgentTokenHolder:
             self.on_ready()
             return True
 
-        await self._register(reason or _NO_STORED_TOKEN)
+        if reason is not None and stored is not None:
+            get_logger().warning("registering again", reason=reason)
+        await self._register()
         return self.token is not None
 
     def current(self) -> SecretStr:
@@ -86,16 +88,17 @@ class AgentTokenHolder:
         """Register again when a project token is at hand; otherwise say what
         to do and check back slowly. Return the seconds to wait."""
         log = get_logger()
-        log.warning("agent token rejected", status=error.status)
         settings = self.settings()
         if settings.project_token is not None:
-            await self._register(str(error))
+            log.warning("agent token rejected; registering again", status=error.status)
+            await self._register()
             return settings.heartbeat_interval
 
         log.error(
             "agent token rejected and no project token is set",
-            fix="set GARNET_API_TOKEN in /etc/default/jibril, then "
-            "'systemctl reload jibril'",
+            status=error.status,
+            fix="set GARNET_API_TOKEN or GARNET_API_TOKEN_FILE, "
+            "then 'systemctl reload jibril'",
         )
         self.notifier.set_status(
             f"{error}; set a project token and reload to register again"
@@ -112,27 +115,29 @@ class AgentTokenHolder:
     def _reason_to_register(self, stored: StoredToken | None) -> str | None:
         """Return why the stored agent token cannot be used, or None."""
         if stored is None:
-            return _NO_STORED_TOKEN
+            return "no stored agent token"
         identity = stored.identity
         if identity is None:
             return None
         if identity.machine_id != self.machine_id:
             return "stored agent token was issued on another machine"
-        if identity.api_url.rstrip("/") != self.settings().api_url.rstrip("/"):
+        if identity.api_url.rstrip("/") != self._api_url().rstrip("/"):
             return "stored agent token belongs to another API URL"
         return None
 
-    async def _register(self, reason: str) -> None:
-        log = get_logger()
+    def _api_url(self) -> str:
+        # The client keeps the URL it started with; a reload that changes
+        # the setting applies at the next start.
+        return self.registrar.client.base_url
+
+    async def _register(self) -> None:
         settings = self.settings()
         if settings.project_token is None:
             raise SettingsError(
-                f"{reason} at {self.store.token_path} and no project token is "
-                "set; set GARNET_API_TOKEN in /etc/default/jibril, "
-                "GARNET_API_TOKEN_FILE, or api.token in /etc/jibril/config.yaml"
+                f"no usable agent token at {self.store.token_path} and no "
+                "project token is set; set GARNET_API_TOKEN, "
+                "GARNET_API_TOKEN_FILE or run-time.api.token"
             )
-        if reason != _NO_STORED_TOKEN:
-            log.warning("registering again", reason=reason)
 
         body = build_registration_body(
             self.facts,
@@ -141,14 +146,19 @@ class AgentTokenHolder:
             machine_id=self.machine_id,
             labels=settings.labels,
         )
-        registration = await self.registrar.register(settings.project_token, body)
+        try:
+            registration = await self.registrar.register(settings.project_token, body)
+        except ProjectTokenRejectedError as error:
+            raise ProjectTokenRejectedError(
+                f"{error} (project token from {self.project_token_origin()})"
+            ) from None
         if registration is None:
             return
 
         identity = Identity(
             agent_id=registration.agent_id,
             agent_kind=self.runtime.agent_kind,
-            api_url=settings.api_url,
+            api_url=self._api_url(),
             machine_id=self.machine_id,
             registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
             token_sha256=token_fingerprint(registration.agent_token),
@@ -182,9 +192,19 @@ class AgentTokenHolder:
         try:
             self.store.save(self.token, self.identity)
         except JibrildError as error:
-            get_logger().error(
-                "cannot store agent token; keeping it in memory",
-                error=str(error),
-            )
+            # Said once; the write is retried quietly at every heartbeat.
+            if not self._store_failed:
+                get_logger().error(
+                    "cannot store agent token; keeping it in memory",
+                    error=str(error),
+                )
+            self._store_failed = True
             return
+
         self.stored = True
+        if self._store_failed:
+            get_logger().info(
+                "agent token stored after earlier failures",
+                path=str(self.store.token_path),
+            )
+            self._store_failed = False

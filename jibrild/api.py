@@ -3,6 +3,7 @@ mean for it."""
 
 import email.utils
 import json
+import os
 import ssl
 import time
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from jibrild.errors import (
     ProjectTokenRejectedError,
     RegistrationRejectedError,
 )
+from jibrild.sources.checks import is_visible_ascii
 
 # No answer of the API is near this size; a larger body is a proxy's page
 # or a fault, and is not read into memory.
@@ -110,6 +112,7 @@ class GarnetClient:
 
     async def __aenter__(self) -> "GarnetClient":
         # trust_env makes aiohttp honour HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
+        # It also reads ~/.netrc, which the unit's ProtectHome=yes hides.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=make_ssl_context(self._ca_file)),
             timeout=self._timeout,
@@ -190,13 +193,21 @@ class GarnetClient:
         url = api_endpoint(self.base_url, path)
         headers = dict(credential)
         data = None
+        # Without a body, aiohttp would add a Content-Type of its own.
+        skip_headers: tuple[str, ...] = ("Content-Type",)
         if body is not None:
             headers["Content-Type"] = _JSON
             data = json.dumps(body, separators=(",", ":")).encode()
+            skip_headers = ()
 
         try:
             async with self._session.request(
-                method, url, headers=headers, data=data, allow_redirects=False
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=skip_headers,
             ) as response:
                 payload = await _read_capped(response)
                 return _Answer(
@@ -217,7 +228,7 @@ class GarnetClient:
         except aiohttp.ClientConnectorError as error:
             raise TransientApiError(
                 f"cannot connect to {error.host}:{error.port}: "
-                f"{error.os_error.strerror or error.os_error}"
+                f"{_os_error_text(error.os_error)}"
             ) from None
         except aiohttp.ClientError as error:
             raise TransientApiError(
@@ -242,6 +253,16 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
                 f"answer is over the {MAX_BODY_BYTES}-byte limit; not reading it"
             )
     return b"".join(chunks)
+
+
+def _os_error_text(error: OSError) -> str:
+    """Return the C library's text for an OSError, which asyncio's connect
+    errors carry only as errno."""
+    if error.strerror:
+        return error.strerror
+    if error.errno:
+        return os.strerror(error.errno)
+    return str(error)
 
 
 def _raise_unless(answer: _Answer, expected: tuple[int, ...]) -> None:
@@ -279,6 +300,12 @@ def _parse_registration(answer: _Answer) -> Registration:
         raise TransientApiError(
             f"HTTP {answer.status} answer has no agent_token"
             f" (<{len(answer.body)} bytes of {answer.content_type or 'unknown'}>)"
+        )
+    # The token goes into an HTTP header and a one-line file.
+    if not is_visible_ascii(agent_token.strip()):
+        raise TransientApiError(
+            f"HTTP {answer.status} answer has an agent_token that is not "
+            "visible ASCII text"
         )
     if not isinstance(agent_id, str) or not agent_id:
         agent_id = "unknown"

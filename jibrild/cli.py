@@ -13,7 +13,7 @@ from jibrild import __version__
 from jibrild.environment import detect_runtime_environment
 from jibrild.errors import ExitCode, JibrildError
 from jibrild.hostfacts import read_host_facts
-from jibrild.logs import configure_logs, get_logger
+from jibrild.logs import configure_logs, get_logger, remember_project_token
 from jibrild.registration_body import build_registration_body
 from jibrild.reload import SettingsReloader
 from jibrild.settings import (
@@ -28,7 +28,7 @@ from jibrild.tokenstore import TokenStore
 EXIT_CODES = """\
 exit codes:
   0   stopped on SIGTERM or SIGINT, or the command succeeded
-  1   unexpected internal error
+  1   unexpected internal error, or a second stop signal forced the exit
   2   invalid command line
   3   (status) no agent token on disk
   65  registration rejected by the API (HTTP 400): the request body is wrong
@@ -46,9 +46,7 @@ _NOT_REGISTERED = 3
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the exit code."""
-    args = _parser().parse_args(
-        _with_command(list(sys.argv[1:] if argv is None else argv))
-    )
+    args = _parse(_with_command(list(sys.argv[1:] if argv is None else argv)))
     command: Callable[[argparse.Namespace], int] = args.handler
     try:
         return command(args)
@@ -57,6 +55,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return ExitCode.OK
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; unknown arguments are named, but values that
+    are not options are only counted, since one may be a pasted token."""
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        shown = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
+        hidden = len(extras) - len(shown)
+        if hidden:
+            shown.append(f"{hidden} more value(s) not shown")
+        parser.error("unrecognized arguments: " + ", ".join(shown))
+    return args
 
 
 def _with_command(argv: list[str]) -> list[str]:
@@ -130,6 +142,7 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
         options_from_args(args), os.environ, args.config, args.env_file
     )
     configure_logs(loaded.settings.log_level)
+    remember_project_token(loaded.settings)
     for warning in loaded.warnings:
         get_logger().warning(warning)
     return loaded

@@ -68,9 +68,9 @@ def build_kubernetes_context(
     """
     if not cluster_name:
         raise SettingsError(
-            "Cluster name is missing, and the kubernetes agent kind requires it. "
-            "Set run-time.cluster-name or JIBRIL_CLUSTER_NAME to the name of "
-            "this Kubernetes cluster."
+            "cluster name missing, and the kubernetes agent kind requires it; "
+            "set run-time.cluster-name or JIBRIL_CLUSTER_NAME to the name of "
+            "this Kubernetes cluster"
         )
     context: dict[str, object] = {"cluster": cluster_name}
     notes: list[str] = []
@@ -146,16 +146,16 @@ def github_variable(field: str) -> str:
 def _missing_github_variable(variable: str, forced: bool) -> SettingsError:
     if forced:
         reason = "run-time.runtime-environment or JIBRIL_RUNTIME_ENVIRONMENT"
-        fix = "Run jibrild in a GitHub Actions job or choose another value there."
+        fix = "run jibrild in a GitHub Actions job or choose another value there"
     else:
         reason = "GITHUB_ACTIONS=true"
         fix = (
-            "Run jibrild in a GitHub Actions job, or set "
-            "JIBRIL_RUNTIME_ENVIRONMENT to the runtime environment of this host."
+            "run jibrild in a GitHub Actions job, or set "
+            "JIBRIL_RUNTIME_ENVIRONMENT to the runtime environment of this host"
         )
     return SettingsError(
-        f"Environment variable {variable} is missing or empty, but the github "
-        f"runtime environment (chosen by {reason}) requires it. {fix}"
+        f"environment variable {variable}: missing or empty, but the github "
+        f"runtime environment (chosen by {reason}) requires it; {fix}"
     )
 
 
@@ -165,6 +165,6 @@ def _parse_ref_protected(value: str) -> bool:
     if value == "false":
         return False
     raise SettingsError(
-        f"Environment variable GITHUB_REF_PROTECTED is {value[:80]!r}, but it "
-        "must be 'true' or 'false'. Unset it or correct its value."
+        "environment variable GITHUB_REF_PROTECTED: expected 'true' or "
+        f"'false', got {value[:80]!r}; correct or unset it"
     )

@@ -11,10 +11,10 @@ from jibrild import __version__
 from jibrild.agent_token import AgentTokenHolder
 from jibrild.api import GarnetClient
 from jibrild.environment import RuntimeEnvironment, detect_runtime_environment
-from jibrild.errors import JibrildError, SettingsError
+from jibrild.errors import ExitCode, JibrildError, SettingsError
 from jibrild.heartbeat import HeartbeatLoop
 from jibrild.hostfacts import HostFacts, read_host_facts
-from jibrild.logs import configure_logs, get_logger
+from jibrild.logs import configure_logs, get_logger, remember_project_token
 from jibrild.notify import Notifier
 from jibrild.registration import Registrar
 from jibrild.reload import RESTART_FIELDS, SettingsReloader
@@ -36,6 +36,7 @@ class Daemon:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings: Settings = loaded.settings
+        self.origins = loaded.origins
         self.reloader = reloader
         self.root = root
         self.environ = os.environ if environ is None else environ
@@ -62,6 +63,14 @@ class Daemon:
             log.error(str(error), exit_code=int(error.exit_code))
             self.notifier.set_status(f"failed: {error}")
             exit_code = error.exit_code
+        except Exception as error:
+            log.error(
+                "internal error",
+                error=f"{type(error).__name__}: {error}",
+                exit_code=int(ExitCode.INTERNAL),
+            )
+            self.notifier.set_status(f"failed: internal error: {error}")
+            exit_code = ExitCode.INTERNAL
         finally:
             self.notifier.stopping()
             cancelled = await _cancel(main, stop, watchdog)
@@ -72,7 +81,9 @@ class Daemon:
 
     async def _main(self) -> None:
         self.store.prepare()
-        self.store.lock()
+        for warning in self.store.warnings:
+            get_logger().warning(warning)
+        self.store.warnings.clear()
         facts = read_host_facts(self.root)
         runtime = self._detect(facts)
 
@@ -97,6 +108,9 @@ class Daemon:
                 runtime=runtime,
                 machine_id=facts.machine_id or self.store.machine_id(),
                 on_ready=self._ready_once,
+                project_token_origin=lambda: self.origins.get(
+                    "project_token", "the settings"
+                ),
             )
             if not await holder.obtain():
                 return
@@ -173,7 +187,11 @@ class Daemon:
             log.warning(warning)
         for name in sorted(RESTART_FIELDS.intersection(changed)):
             log.warning("setting changed; restart to apply it", setting=name)
+        if "labels" in changed:
+            log.info("labels changed; they are sent at the next registration")
+        remember_project_token(loaded.settings)
         self.settings = loaded.settings
+        self.origins = loaded.origins
         configure_logs(self.settings.log_level, self.environ)
         log.info("settings reloaded", changed=",".join(changed) or "nothing")
         self.wake.set()

@@ -127,9 +127,9 @@ def _choose(root: Path, environ: Mapping[str, str], override: str) -> _Choice:
 def _choose_forced(root: Path, environ: Mapping[str, str], override: str) -> _Choice:
     if override not in RUNTIME_ENVIRONMENTS:
         raise SettingsError(
-            f"Invalid runtime environment {override!r}. Set "
-            "run-time.runtime-environment or JIBRIL_RUNTIME_ENVIRONMENT to one "
-            "of auto, vanilla, container, kubernetes, github."
+            f"runtime environment {override!r} is invalid; set "
+            "run-time.runtime-environment or JIBRIL_RUNTIME_ENVIRONMENT to "
+            "auto, vanilla, container, kubernetes or github"
         )
     if override != CONTAINER:
         return _Choice(override, True, None, ())

@@ -5,10 +5,13 @@ import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from jibrild.settings import Settings
 
 MASK = "**********"
 
@@ -37,6 +40,12 @@ def remember_secret(value: str) -> None:
         _known_secrets.add(value)
 
 
+def remember_project_token(settings: "Settings") -> None:
+    """Mask the project token of ``settings`` in every log line from now on."""
+    if settings.project_token is not None:
+        remember_secret(settings.project_token.get_secret_value())
+
+
 def journal_is_stderr(environ: Mapping[str, str], stream: TextIO) -> bool:
     """Tell whether ``stream`` is the journal stream systemd named in
     JOURNAL_STREAM (systemd.exec(5)), compared by device and inode."""
@@ -53,10 +62,21 @@ def journal_is_stderr(environ: Mapping[str, str], stream: TextIO) -> bool:
     return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
 
 
-def _mask_text(text: str) -> str:
+def mask_secrets(text: str) -> str:
+    """Return ``text`` with every known or JWT-like secret masked."""
     for secret in _known_secrets:
         text = text.replace(secret, MASK)
     return _JWT_LIKE.sub(MASK, text)
+
+
+def one_line(text: str) -> str:
+    """Return ``text`` masked and with control characters made spaces, so a
+    server's message can neither leak a secret nor start a new line (or a
+    new sd_notify assignment)."""
+    masked = mask_secrets(text)
+    return "".join(
+        " " if ord(char) < 32 or ord(char) == 127 else char for char in masked
+    )
 
 
 def redact(
@@ -67,9 +87,9 @@ def redact(
         if isinstance(value, SecretStr) or _SENSITIVE_KEY.search(key):
             event_dict[key] = MASK
         elif isinstance(value, str):
-            event_dict[key] = _mask_text(value)
+            event_dict[key] = one_line(value)
         elif isinstance(value, BaseException):
-            event_dict[key] = _mask_text(str(value) or type(value).__name__)
+            event_dict[key] = one_line(str(value) or type(value).__name__)
     return event_dict
 
 
@@ -91,12 +111,11 @@ class LineRenderer:
         self, _logger: object, method: str, event_dict: MutableMapping[str, Any]
     ) -> str:
         level = event_dict.pop("level", method)
-        event = str(event_dict.pop("event", ""))
+        event = one_line(str(event_dict.pop("event", "")))
         fields = "".join(
             f" {key}={_format_value(value)}" for key, value in event_dict.items()
         )
         line = f"{level.upper()}: {event}{fields}"
-        line = line.replace("\n", " ")
         if self.journal:
             return f"<{_PRIORITIES.get(level, 6)}>{line}"
         return line

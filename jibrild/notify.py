@@ -5,6 +5,8 @@ from collections.abc import Mapping
 
 import sdnotify
 
+from jibrild.logs import one_line
+
 
 class Notifier:
     """Send READY, STATUS, WATCHDOG and STOPPING messages; does nothing when
@@ -29,11 +31,16 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         """Tell systemd start-up is finished, with a status line."""
-        self.status = status
-        self.send(f"READY=1\nSTATUS={status}")
+        self.status = one_line(status)
+        self.send(f"READY=1\nSTATUS={self.status}")
 
     def set_status(self, status: str) -> None:
-        """Show ``status`` in ``systemctl status``; repeats are not sent."""
+        """Show ``status`` in ``systemctl status``; repeats are not sent.
+
+        The text is masked and kept on one line, because it may quote a
+        server and a newline would start another notify assignment.
+        """
+        status = one_line(status)
         if status != self.status:
             self.status = status
             self.send(f"STATUS={status}")

@@ -34,6 +34,7 @@ from jibrild.sources import (
 )
 from jibrild.sources.checks import (
     check_pem_file,
+    hide_userinfo,
     is_loopback_host,
     is_visible_ascii,
     url_problem,
@@ -41,6 +42,7 @@ from jibrild.sources.checks import (
 from jibrild.sources.env_file import DEFAULT_ENV_FILE_PATH
 from jibrild.sources.keys import KEYS_BY_FIELD, SETTING_KEYS, SettingKey
 from jibrild.sources.labels import is_dns_subdomain, label_key_problem
+from jibrild.sources.log_levels import jibrild_log_level
 from jibrild.sources.messages import describe_validation_error
 from jibrild.sources.options import add_settings_options, options_from_args
 from jibrild.sources.render import render_settings
@@ -90,10 +92,11 @@ class Settings(BaseSettings):
     api_url: str = "https://api.garnet.ai/"
     project_token: SecretStr | None = None
     agent_token_path: Path = Path("/var/lib/jibril/agent.token")
-    request_timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
+    request_timeout: float = Field(default=10.0, ge=1, le=300, allow_inf_nan=False)
     ca_file: Path | None = None
     allow_insecure_http: bool = False
-    heartbeat_interval: float = Field(default=60.0, gt=0, le=86400, allow_inf_nan=False)
+    # At least 1 second, so that a typo cannot flood the API with heartbeats.
+    heartbeat_interval: float = Field(default=60.0, ge=1, le=86400, allow_inf_nan=False)
     labels: dict[str, str] = Field(default_factory=dict)
     job: str | None = None
     cluster_name: str | None = None
@@ -125,17 +128,26 @@ class Settings(BaseSettings):
     def _strip_text(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("runtime_environment", "log_level", mode="before")
+    @field_validator("runtime_environment", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _map_log_level(cls, value: object) -> object:
+        # Jibril's level names, such as warn or fatal, are accepted from
+        # every source, not only from the YAML file that Jibril shares.
+        if not isinstance(value, str):
+            return value
+        return jibrild_log_level(value) or value.strip().lower()
 
     @field_validator("api_url")
     @classmethod
     def _check_api_url(cls, value: str) -> str:
         problem = url_problem(value)
         if problem is not None:
-            raise ValueError(f"{problem}, got {value!r}")
+            raise ValueError(f"{problem}, got {hide_userinfo(value)!r}")
         return value
 
     @field_validator("project_token", mode="before")

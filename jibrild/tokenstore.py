@@ -2,6 +2,7 @@
 and the lock that keeps one daemon per state folder."""
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -15,6 +16,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from jibrild.errors import AlreadyRunningError, TokenStoreError
+from jibrild.sources.checks import is_visible_ascii
 
 _TEMP_PREFIX = ".tmp-"
 _MAX_TOKEN_BYTES = 64 * 1024
@@ -62,10 +64,25 @@ class TokenStore:
         self.machine_id_path = self.folder / "machine-id"
         self.warnings: list[str] = []
         self._lock_fd: int | None = None
+        self._check_token_name()
+
+    def _check_token_name(self) -> None:
+        """Reject a token path that would be one of the store's other files."""
+        others = (self.record_path, self.lock_path, self.machine_id_path)
+        if self.token_path in others or self.token_path.name.startswith(_TEMP_PREFIX):
+            raise TokenStoreError(
+                f"agent token path {self.token_path} is also the name of one "
+                "of jibrild's own files beside it; choose a name such as "
+                "agent.token"
+            )
 
     def prepare(self) -> None:
-        """Create the state folder (mode 0700) and drop temporary files an
-        interrupted write left behind."""
+        """Create the state folder (mode 0700), take its lock, then drop
+        temporary files an interrupted write left behind.
+
+        The lock comes first, so a second daemon cannot delete the first
+        one's write in progress.
+        """
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
@@ -76,6 +93,14 @@ class TokenStore:
         if not self.folder.is_dir():
             raise TokenStoreError(f"state folder {self.folder} is not a folder")
 
+        mode = stat.S_IMODE(self.folder.stat().st_mode)
+        if mode & 0o077:
+            self.warnings.append(
+                f"state folder {self.folder} has mode {mode:04o}; "
+                f"run 'chmod 700 {self.folder}'"
+            )
+
+        self.lock()
         for leftover in self.folder.glob(_TEMP_PREFIX + "*"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
@@ -86,7 +111,8 @@ class TokenStore:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as error:
             raise TokenStoreError(
-                f"cannot open lock file {self.lock_path}: {error.strerror}"
+                f"cannot open lock file {self.lock_path}: {error.strerror}; "
+                f"jibrild needs write access to {self.folder}"
             ) from None
 
         try:
@@ -133,18 +159,6 @@ class TokenStore:
         record = json.dumps(asdict(identity), indent=2) + "\n"
         self._write_atomic(self.record_path, record.encode())
 
-    def remove(self) -> list[Path]:
-        """Delete the token and its record; return the paths removed."""
-        removed = []
-        for path in (self.token_path, self.record_path):
-            self._check_target(path, "identity file")
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed.append(path)
-        if removed:
-            _fsync_folder(self.folder)
-        return removed
-
     def machine_id(self) -> str:
         """Return this state folder's own machine id, made once, for hosts
         without /etc/machine-id."""
@@ -163,8 +177,8 @@ class TokenStore:
             return None
 
         try:
-            identity = Identity(**json.loads(raw))
-        except (ValueError, TypeError):
+            identity = _parse_identity(raw)
+        except (ValueError, TypeError, KeyError):
             self.warnings.append(
                 f"identity record {self.record_path} is not valid; ignoring it"
             )
@@ -240,12 +254,26 @@ class TokenStore:
         _fsync_folder(self.folder)
 
 
+def _parse_identity(raw: bytes) -> Identity:
+    """Build an Identity from its JSON record, ignoring fields it does not
+    know, so a record written by a newer jibrild still loads."""
+    fields = json.loads(raw)
+    if not isinstance(fields, dict):
+        raise TypeError("identity record is not a JSON object")
+
+    known = {field.name for field in dataclasses.fields(Identity)}
+    values = {name: fields[name] for name in known}
+    if not all(isinstance(value, str) for value in values.values()):
+        raise TypeError("identity record has a field that is not a string")
+    return Identity(**values)
+
+
 def _decode_token(raw: bytes) -> str | None:
     try:
         text = raw.decode("ascii").strip()
     except UnicodeDecodeError:
         return None
-    if not text or not all(33 <= ord(char) <= 126 for char in text):
+    if not text or not is_visible_ascii(text):
         return None
     return text
 

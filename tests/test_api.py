@@ -168,6 +168,31 @@ def test_201_without_agent_token_is_transient(api: LocalGarnet) -> None:
     assert str(raised.value).startswith("HTTP 201 answer has no agent_token")
 
 
+def test_agent_token_with_newline_is_transient(api: LocalGarnet) -> None:
+    """An agent_token that could not go in a header or a file is refused."""
+    body = '{"id": "x", "agent_token": "ab\\ncd"}'
+    api.add_fault(path="/api/v1/agents", status=201, body=body, times=1)
+
+    with pytest.raises(TransientApiError) as raised:
+        _register(api.url)
+
+    assert "HTTP 201 answer has an agent_token that is not visible ASCII text" == str(
+        raised.value
+    )
+
+
+def test_heartbeat_sends_no_body(api: LocalGarnet) -> None:
+    """A heartbeat has no body and so no Content-Type."""
+    registration = _register(api.url)
+    api.clear_requests()
+
+    _call(api.url, lambda client: client.heartbeat(registration.agent_token))
+
+    [request] = api.requests()
+    assert request["body"] is None
+    assert "Content-Type" not in request["headers"]
+
+
 def test_truncated_json_is_transient(api: LocalGarnet) -> None:
     """A 201 with a cut-off JSON body is retried."""
     api.add_fault(

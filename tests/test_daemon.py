@@ -16,7 +16,7 @@ from tests.daemon_process import DaemonProcess, clean_environ
 
 PROJECT_TOKEN = "test-project-token"
 
-SEED_LINES = [
+FIRST_START_LINES = [
     "INFO: detected runtime environment: {environment}",
     "INFO: agent registration complete",
     "INFO: agent kind: {kind}",
@@ -74,19 +74,19 @@ def agent(tmp_path: Path, api: LocalGarnet) -> Iterator[Agent]:
         process.close()
 
 
-def _expected_seed_lines(token_path: Path) -> list[str]:
+def _expected_first_start_lines(token_path: Path) -> list[str]:
     facts = read_host_facts()
     runtime = detect_runtime_environment(
         Path("/"), clean_environ(), hostname=facts.hostname, cluster_name=None, job=None
     )
-    first = SEED_LINES[0].format(environment=runtime.name)
+    first = FIRST_START_LINES[0].format(environment=runtime.name)
     if runtime.engine:
         first += f" engine={runtime.engine}"
     return [
         first,
-        SEED_LINES[1],
-        SEED_LINES[2].format(kind=runtime.agent_kind),
-        SEED_LINES[3].format(path=token_path),
+        FIRST_START_LINES[1],
+        FIRST_START_LINES[2].format(kind=runtime.agent_kind),
+        FIRST_START_LINES[3].format(path=token_path),
     ]
 
 
@@ -98,16 +98,16 @@ def _registrations(api: LocalGarnet) -> list[dict[str, object]]:
     ]
 
 
-def test_first_start_logs_seed_lines(agent: Agent) -> None:
+def test_first_start_logs_four_lines(agent: Agent) -> None:
     """A first start registers and prints the four lines in order."""
     daemon = agent.start()
 
     daemon.wait_for_line("token stored at:")
     code = daemon.stop()
 
-    expected = _expected_seed_lines(agent.token_path)
-    seed = [line for line in daemon.lines if line in expected]
-    assert expected == seed
+    expected = _expected_first_start_lines(agent.token_path)
+    logged = [line for line in daemon.lines if line in expected]
+    assert expected == logged
     assert 0 == code
 
 
@@ -185,7 +185,7 @@ def test_registration_body_matches_contract(agent: Agent, api: LocalGarnet) -> N
 
 def test_heartbeats_use_agent_token(agent: Agent, api: LocalGarnet) -> None:
     """Heartbeats go out every interval with X-Agent-Token and no body."""
-    agent.config.write_text("run-time:\n  heartbeat-interval: 0.2\n")
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
     daemon = agent.start()
     daemon.wait_for_line("token stored at:")
 
@@ -212,19 +212,20 @@ def test_rejected_agent_token_registers_again(
     agent: Agent, api: LocalGarnet, action: str, status: int
 ) -> None:
     """A revoked or deleted agent registers again with the project token."""
-    agent.config.write_text("run-time:\n  heartbeat-interval: 0.2\n")
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
     daemon = agent.start()
     daemon.wait_for_line("token stored at:")
     first_token = agent.token_path.read_text()
     getattr(api, action)(api.agents()[0]["id"])
 
     rejected = daemon.wait_for_line("agent token rejected")
-    again = daemon.wait_for_line("registering again")
     _wait_for(lambda: len(_registrations(api)) == 2, daemon)
     daemon.stop()
 
-    assert f"WARNING: agent token rejected status={status}" == rejected
-    assert "reason=" in again
+    assert f"WARNING: agent token rejected; registering again status={status}" == (
+        rejected
+    )
+    assert 2 == daemon.output().count("INFO: agent registration complete")
     assert first_token != agent.token_path.read_text()
 
 
@@ -240,7 +241,7 @@ def test_rejected_without_project_token_degrades(
     agent: Agent, api: LocalGarnet
 ) -> None:
     """With no project token, a rejected agent token is an error, not a crash."""
-    agent.config.write_text("run-time:\n  heartbeat-interval: 0.2\n")
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
     first = agent.start()
     first.wait_for_line("token stored at:")
     first.stop()
@@ -293,7 +294,7 @@ def test_no_token_at_all_exits_78(agent: Agent) -> None:
 
     assert 78 == code
     assert (
-        f"ERROR: no stored agent token at {agent.token_path} and no project "
+        f"ERROR: no usable agent token at {agent.token_path} and no project "
         "token is set;"
     ) in daemon.output()
 
@@ -354,9 +355,7 @@ def test_sigint_stops_with_zero(agent: Agent) -> None:
 
 def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
     """Neither the project token nor the agent token is ever printed."""
-    agent.config.write_text(
-        "run-time:\n  heartbeat-interval: 0.2\n  log-level: debug\n"
-    )
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n  log-level: debug\n")
     daemon = agent.start()
     daemon.wait_for_line("token stored at:")
     first_token = agent.token_path.read_text().strip()
@@ -372,3 +371,33 @@ def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
     assert PROJECT_TOKEN not in output
     assert first_token not in output
     assert second_token not in output
+
+
+def test_echoed_project_token_masked(agent: Agent, api: LocalGarnet) -> None:
+    """A server error that quotes the project token is logged and shown in
+    STATUS= with the token masked and on one line."""
+    echo = f'{{"error": "bad token {PROJECT_TOKEN}\\nMAINPID=1"}}'
+    api.add_fault(path="/api/v1/agents", status=500, body=echo, times=1)
+    daemon = agent.start()
+
+    warning = daemon.wait_for_line("agent registration failed")
+    status = daemon.wait_for_message("registration attempt 1 failed")
+    daemon.wait_for_line("token stored at:", timeout=20)
+    daemon.stop()
+
+    assert 'error="HTTP 500: bad token ********** MAINPID=1"' in warning
+    assert PROJECT_TOKEN not in daemon.output()
+    assert PROJECT_TOKEN not in "".join(daemon.messages)
+    assert "\nMAINPID" not in status
+
+
+def test_watchdog_pings_from_loop(agent: Agent) -> None:
+    """With WATCHDOG_USEC set, WATCHDOG=1 goes out every half of it."""
+    daemon = agent.start(WATCHDOG_USEC="400000")
+    daemon.wait_for_line("token stored at:")
+
+    daemon.wait_for_message("READY=1")
+    _wait_for(lambda: daemon.messages.count("WATCHDOG=1") >= 3, daemon)
+    code = daemon.stop()
+
+    assert 0 == code

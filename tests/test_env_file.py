@@ -243,7 +243,49 @@ def test_env_file_directory(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         _load(tmp_path, {}, tmp_path / "c.yaml")
 
-    assert str(caught.value) == f"env file {tmp_path} is a directory; expected a file"
+    expected = (
+        f"env file {tmp_path} is a directory, not a regular file; "
+        "check the path given with --env-file"
+    )
+    assert str(caught.value) == expected
+
+
+def test_env_file_over_size_limit(tmp_path: Path) -> None:
+    """An env file larger than 1 MiB is rejected."""
+    path = tmp_path / "jibril"
+    path.write_text("#" * (1024 * 1024) + "\n")
+
+    with pytest.raises(SettingsError) as caught:
+        _load(path, {}, tmp_path / "c.yaml")
+
+    expected = (
+        f"env file {path} is larger than the 1 MiB limit; "
+        "check the path given with --env-file"
+    )
+    assert str(caught.value) == expected
+
+
+def test_env_file_at_size_limit(tmp_path: Path) -> None:
+    """An env file of exactly 1 MiB is read."""
+    path = tmp_path / "jibril"
+    text = "JIBRIL_JOB=x\n"
+    path.write_text(text + "#" * (1024 * 1024 - len(text)))
+
+    loaded = _load(path, {}, tmp_path / "c.yaml")
+
+    assert loaded.settings.job == "x"
+
+
+def test_read_env_file_rejects_device() -> None:
+    """read_env_file, used on reload, rejects a device too."""
+    with pytest.raises(SettingsError) as caught:
+        read_env_file(Path("/dev/null"))
+
+    expected = (
+        "env file /dev/null is a character device, not a regular file; "
+        "check the path given with --env-file"
+    )
+    assert str(caught.value) == expected
 
 
 def test_env_file_token_mode_warning(tmp_path: Path) -> None:

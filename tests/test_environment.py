@@ -236,8 +236,8 @@ def test_github_ref_protected_invalid(tmp_path: Path) -> None:
         detect(tmp_path, environ)
 
     assert str(caught.value) == (
-        "Environment variable GITHUB_REF_PROTECTED is 'yes', but it must be "
-        "'true' or 'false'. Unset it or correct its value."
+        "environment variable GITHUB_REF_PROTECTED: expected 'true' or 'false', "
+        "got 'yes'; correct or unset it"
     )
 
 
@@ -258,10 +258,10 @@ def test_github_required_missing(
         detect(tmp_path, environ)
 
     assert str(caught.value) == (
-        f"Environment variable {variable} is missing or empty, but the github "
-        "runtime environment (chosen by GITHUB_ACTIONS=true) requires it. Run "
+        f"environment variable {variable}: missing or empty, but the github "
+        "runtime environment (chosen by GITHUB_ACTIONS=true) requires it; run "
         "jibrild in a GitHub Actions job, or set JIBRIL_RUNTIME_ENVIRONMENT to "
-        "the runtime environment of this host."
+        "the runtime environment of this host"
     )
 
 
@@ -271,10 +271,10 @@ def test_github_forced_missing(tmp_path: Path) -> None:
         detect(tmp_path, {}, override="github")
 
     assert str(caught.value) == (
-        "Environment variable GITHUB_JOB is missing or empty, but the github "
+        "environment variable GITHUB_JOB: missing or empty, but the github "
         "runtime environment (chosen by run-time.runtime-environment or "
-        "JIBRIL_RUNTIME_ENVIRONMENT) requires it. Run jibrild in a GitHub "
-        "Actions job or choose another value there."
+        "JIBRIL_RUNTIME_ENVIRONMENT) requires it; run jibrild in a GitHub "
+        "Actions job or choose another value there"
     )
 
 
@@ -386,9 +386,9 @@ def test_kubernetes_cluster_missing(tmp_path: Path, cluster_name: str | None) ->
         detect(tmp_path, environ, cluster_name=cluster_name)
 
     assert str(caught.value) == (
-        "Cluster name is missing, and the kubernetes agent kind requires it. "
-        "Set run-time.cluster-name or JIBRIL_CLUSTER_NAME to the name of this "
-        "Kubernetes cluster."
+        "cluster name missing, and the kubernetes agent kind requires it; "
+        "set run-time.cluster-name or JIBRIL_CLUSTER_NAME to the name of this "
+        "Kubernetes cluster"
     )
 
 
@@ -548,9 +548,9 @@ def test_override_invalid_spellings(tmp_path: Path, override: str) -> None:
         detect(tmp_path, {}, override=override.upper())
 
     assert str(caught.value) == (
-        f"Invalid runtime environment {override.upper()!r}. Set "
-        "run-time.runtime-environment or JIBRIL_RUNTIME_ENVIRONMENT to one of "
-        "auto, vanilla, container, kubernetes, github."
+        f"runtime environment {override.upper()!r} is invalid; set "
+        "run-time.runtime-environment or JIBRIL_RUNTIME_ENVIRONMENT to "
+        "auto, vanilla, container, kubernetes or github"
     )
 
 

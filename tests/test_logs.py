@@ -32,7 +32,7 @@ def test_plain_line_format() -> None:
     )
 
 
-def test_seed_line_exact() -> None:
+def test_message_without_fields_exact() -> None:
     """A message with no fields is printed exactly."""
     stream = io.StringIO()
     _log_to(stream, {})

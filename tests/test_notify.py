@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from jibrild.logs import remember_secret
 from jibrild.notify import Notifier
 
 
@@ -103,3 +104,18 @@ def test_watchdog_for_this_pid_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
     notifier = Notifier()
 
     assert 1.5 == notifier.watchdog_interval
+
+
+def test_status_kept_on_one_line(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    """A server's text with a newline cannot add a notify assignment, and a
+    known secret in it is masked."""
+    receiver, _ = notify_socket
+    remember_secret("notify-planted-secret")
+    notifier = Notifier()
+
+    notifier.set_status("HTTP 500: notify-planted-secret\nMAINPID=1")
+    notifier.close()
+
+    assert b"STATUS=HTTP 500: ********** MAINPID=1" == receiver.recv(4096)

@@ -6,9 +6,8 @@ from types import MappingProxyType
 import pytest
 
 from jibrild.environment import RuntimeEnvironment
-from jibrild.errors import SettingsError
 from jibrild.hostfacts import HostFacts
-from jibrild.registration_body import MAX_LABELS_BYTES, build_registration_body
+from jibrild.registration_body import build_registration_body
 
 FACTS = HostFacts(
     os="linux",
@@ -144,30 +143,6 @@ def test_body_is_json_serialisable() -> None:
 
     assert json.loads(json.dumps(body)) == body
     assert type(body["kubernetes_context"]) is dict
-
-
-def test_labels_at_limit_accepted() -> None:
-    """Labels exactly at the size limit are sent."""
-    labels = {"big": "x" * (MAX_LABELS_BYTES - len("big"))}
-
-    body = build(VANILLA, labels)
-
-    assert body["labels"] == labels
-
-
-def test_labels_over_limit_rejected() -> None:
-    """Labels one byte over the limit, counted in UTF-8, raise a settings error."""
-    # "é" is two bytes in UTF-8, so a count of characters would be at the limit.
-    labels = {"a": "x" * (MAX_LABELS_BYTES - 3), "b": "é"}
-
-    with pytest.raises(SettingsError) as caught:
-        build(VANILLA, labels)
-
-    assert str(caught.value) == (
-        "Labels take 262145 bytes, over the API's limit of 262144 bytes for keys "
-        "and values together. Remove or shorten labels in run-time.labels, "
-        "JIBRIL_LABELS or --label."
-    )
 
 
 def test_unknown_agent_kind() -> None:

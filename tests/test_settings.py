@@ -1,6 +1,11 @@
 """Tests of the settings model, source precedence and origins."""
 
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -306,9 +311,21 @@ def test_token_and_token_file_conflict(files: Files, tmp_path: Path) -> None:
     message = files.error(environ={"GARNET_API_TOKEN_FILE": str(tmp_path / "t")})
 
     expected = (
-        f"GARNET_API_TOKEN ({files.env_file}:1 (GARNET_API_TOKEN)) and "
-        "GARNET_API_TOKEN_FILE (environment variable GARNET_API_TOKEN_FILE) "
-        "are both set; keep only one of them"
+        f"GARNET_API_TOKEN ({files.env_file}:1) and GARNET_API_TOKEN_FILE "
+        "(environment variable) are both set; keep only one of them"
+    )
+    assert message == expected
+
+
+def test_token_file_conflict_in_env_file(files: Files, tmp_path: Path) -> None:
+    """The conflict names the env file line of GARNET_API_TOKEN_FILE."""
+    files.env_file.write_text(f"# token\n\nGARNET_API_TOKEN_FILE={tmp_path / 't'}\n")
+
+    message = files.error(environ={"GARNET_API_TOKEN": "abc"})
+
+    expected = (
+        "GARNET_API_TOKEN (environment variable) and GARNET_API_TOKEN_FILE "
+        f"({files.env_file}:3) are both set; keep only one of them"
     )
     assert message == expected
 
@@ -334,7 +351,7 @@ def test_token_file_directory(files: Files, tmp_path: Path) -> None:
 
     expected = (
         f"{files.env_file}:1: GARNET_API_TOKEN_FILE: project token file "
-        f"{tmp_path} is a directory; expected a file"
+        f"{tmp_path} is a directory, not a regular file; check the path"
     )
     assert message == expected
 
@@ -353,6 +370,159 @@ def test_token_file_too_large(files: Files, tmp_path: Path) -> None:
     assert message == expected
 
 
+def test_token_file_mode_warning(files: Files, tmp_path: Path) -> None:
+    """A token file readable by group or others gives a chmod 600 warning."""
+    path = tmp_path / "token"
+    path.write_text("abc\n")
+    path.chmod(0o644)
+
+    loaded = files.load(environ={"GARNET_API_TOKEN_FILE": str(path)})
+
+    expected = (
+        f"{path} contains the project token and is readable by group or others "
+        f"(mode 0644); run 'chmod 600 {path}'"
+    )
+    assert loaded.warnings == (expected,)
+
+
+def test_private_token_file_no_warning(files: Files, tmp_path: Path) -> None:
+    """A token file of mode 600 gives no warning."""
+    path = tmp_path / "token"
+    path.write_text("abc\n")
+    path.chmod(0o600)
+
+    loaded = files.load(environ={"GARNET_API_TOKEN_FILE": str(path)})
+
+    assert loaded.warnings == ()
+
+
+def test_credential_mode_no_warning(files: Files, tmp_path: Path) -> None:
+    """A systemd credential gives no mode warning, as systemd sets its mode."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "garnet-api-token").write_text("abc\n")
+    (credentials / "garnet-api-token").chmod(0o644)
+
+    loaded = files.load(environ={"CREDENTIALS_DIRECTORY": str(credentials)})
+
+    assert loaded.settings.project_token is not None
+    assert loaded.warnings == ()
+
+
+# Paths that name a FIFO or a device instead of a regular file.
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError if the block is still running after seconds."""
+
+    def _raise(signal_number: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"still blocked after {seconds} seconds")
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _point_at(files: Files, file_role: str, path: Path) -> dict[str, str]:
+    """Point the config file, env file or token file at path; return the environment."""
+    if file_role == "config":
+        files.config = path
+    elif file_role == "env_file":
+        files.env_file = path
+    else:
+        return {"GARNET_API_TOKEN_FILE": str(path)}
+    return {}
+
+
+_SPECIAL_FILE_PROBLEMS = {
+    "config": "config file {path} is {kind}, not a regular file; "
+    "check the path given with --config",
+    "env_file": "env file {path} is {kind}, not a regular file; "
+    "check the path given with --env-file",
+    "token_file": "environment variable GARNET_API_TOKEN_FILE: project token "
+    "file {path} is {kind}, not a regular file; check the path",
+}
+
+
+@pytest.mark.parametrize("file_role", sorted(_SPECIAL_FILE_PROBLEMS))
+def test_fifo_rejected_without_blocking(
+    files: Files, tmp_path: Path, file_role: str
+) -> None:
+    """A FIFO without a writer is rejected at once instead of read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    environ = _point_at(files, file_role, fifo)
+
+    with fails_after(5):
+        message = files.error(environ=environ)
+
+    expected = _SPECIAL_FILE_PROBLEMS[file_role].format(path=fifo, kind="a FIFO")
+    assert message == expected
+
+
+@pytest.mark.parametrize("file_role", sorted(_SPECIAL_FILE_PROBLEMS))
+def test_device_rejected(files: Files, file_role: str) -> None:
+    """A character device such as /dev/null is not read as a file."""
+    device = Path("/dev/null")
+    environ = _point_at(files, file_role, device)
+
+    message = files.error(environ=environ)
+
+    kind = "a character device"
+    assert message == _SPECIAL_FILE_PROBLEMS[file_role].format(path=device, kind=kind)
+
+
+# Log level names of Jibril, accepted wherever the log level is set.
+
+
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [
+        ("WARN", "warning"),
+        ("Trace", "debug"),
+        ("fatal", "error"),
+        ("PANIC", "error"),
+        ("critical", "error"),
+        (" Warning ", "warning"),
+    ],
+)
+def test_log_level_aliases_everywhere(files: Files, name: str, level: str) -> None:
+    """Jibril's level names map to jibrild's from each source."""
+    files.config.write_text(f"run-time:\n  log-level: '{name}'\n")
+    from_yaml = files.load()
+    files.env_file.write_text(f"JIBRIL_LOG_LEVEL='{name}'\n")
+    from_env_file = files.load()
+
+    from_environment = files.load(environ={"JIBRIL_LOG_LEVEL": name})
+    from_option = files.load({"log_level": name})
+
+    assert from_yaml.settings.log_level == level
+    assert from_yaml.origins["log_level"] == f"{files.config}:2 (run-time.log-level)"
+    assert from_env_file.settings.log_level == level
+    assert (
+        from_env_file.origins["log_level"] == f"{files.env_file}:1 (JIBRIL_LOG_LEVEL)"
+    )
+    assert from_environment.settings.log_level == level
+    assert (
+        from_environment.origins["log_level"] == "environment variable JIBRIL_LOG_LEVEL"
+    )
+    assert from_option.settings.log_level == level
+    assert from_option.origins["log_level"] == "option --log-level"
+
+
+def test_interval_and_timeout_of_one_second(files: Files) -> None:
+    """One second is the smallest heartbeat interval and request timeout."""
+    loaded = files.load({"heartbeat_interval": "1", "request_timeout": "1.0"})
+
+    assert loaded.settings.heartbeat_interval == 1.0
+    assert loaded.settings.request_timeout == 1.0
+
+
 # Values the model rejects, one message per field.
 
 
@@ -368,7 +538,18 @@ def test_token_file_too_large(files: Files, tmp_path: Path) -> None:
         (
             URL_KEY,
             "https://u:p@h/",
-            "expected a URL without a user name or password, got 'https://u:p@h/'",
+            "expected a URL without a user name or password, got 'https://***@h/'",
+        ),
+        (
+            URL_KEY,
+            "https://user@h/x@y",
+            "expected a URL without a user name or password, got 'https://***@h/x@y'",
+        ),
+        (
+            URL_KEY,
+            "https://u:p@h:99999/",
+            "expected an http:// or https:// URL with a valid port, "
+            "got 'https://***@h:99999/'",
         ),
         (
             URL_KEY,
@@ -395,29 +576,42 @@ def test_token_file_too_large(files: Files, tmp_path: Path) -> None:
         (
             "GARNET_API_TIMEOUT",
             "0",
-            "expected a number of seconds greater than 0 and at most 300, got '0'",
+            "expected a number of seconds from 1 to 300, got '0'",
+        ),
+        (
+            "GARNET_API_TIMEOUT",
+            "0.5",
+            "expected a number of seconds from 1 to 300, got '0.5'",
         ),
         (
             "GARNET_API_TIMEOUT",
             "301",
-            "expected a number of seconds greater than 0 and at most 300, got '301'",
+            "expected a number of seconds from 1 to 300, got '301'",
         ),
         (
             "GARNET_API_TIMEOUT",
             "nan",
-            "expected a number of seconds greater than 0 and at most 300, got 'nan'",
+            "expected a number of seconds from 1 to 300, got 'nan'",
         ),
         (
             "JIBRIL_HEARTBEAT_INTERVAL",
             "often",
-            "expected a number of seconds greater than 0 and at most 86400, "
-            "got 'often'",
+            "expected a number of seconds from 1 to 86400, got 'often'",
+        ),
+        (
+            "JIBRIL_HEARTBEAT_INTERVAL",
+            "1e-9",
+            "expected a number of seconds from 1 to 86400, got '1e-9'",
+        ),
+        (
+            "JIBRIL_HEARTBEAT_INTERVAL",
+            "0.999",
+            "expected a number of seconds from 1 to 86400, got '0.999'",
         ),
         (
             "JIBRIL_HEARTBEAT_INTERVAL",
             "86401",
-            "expected a number of seconds greater than 0 and at most 86400, "
-            "got '86401'",
+            "expected a number of seconds from 1 to 86400, got '86401'",
         ),
         (
             "GARNET_API_ALLOW_INSECURE_HTTP",
@@ -484,8 +678,8 @@ def test_several_invalid_values_in_one_line(files: Files) -> None:
     message = files.error({"request_timeout": "-1"})
 
     expected = (
-        "option --request-timeout: expected a number of seconds greater than 0 "
-        "and at most 300, got '-1'; "
+        "option --request-timeout: expected a number of seconds from 1 to 300, "
+        "got '-1'; "
         f"{files.env_file}:1: JIBRIL_LOG_LEVEL: expected one of debug, info, "
         "warning, error, got 'loud'"
     )
@@ -570,6 +764,21 @@ def test_ca_file_not_pem(files: Files, tmp_path: Path) -> None:
     message = files.error({"ca_file": str(path)})
 
     assert message == f"option --ca-file: CA file '{path}' contains no PEM certificate"
+
+
+def test_ca_file_fifo(files: Files, tmp_path: Path) -> None:
+    """A FIFO as CA file is rejected instead of read."""
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+
+    with fails_after(5):
+        message = files.error({"ca_file": str(fifo)})
+
+    expected = (
+        f"option --ca-file: CA file '{fifo}' is a FIFO, not a regular file; "
+        "check the path"
+    )
+    assert message == expected
 
 
 def test_api_url_with_path_prefix(files: Files) -> None:

@@ -1,7 +1,10 @@
 """Tests of the agent token file, its identity record and the lock."""
 
+import dataclasses
+import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +28,12 @@ def _identity(token: SecretStr = TOKEN) -> Identity:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TokenStore:
-    """A store whose state folder does not exist yet."""
+def store(tmp_path: Path) -> Iterator[TokenStore]:
+    """A prepared (and so locked) store in a new state folder."""
     store = TokenStore(tmp_path / "state" / "agent.token")
     store.prepare()
-    return store
+    yield store
+    store.unlock()
 
 
 def _mode(path: Path) -> int:
@@ -62,12 +66,12 @@ def test_token_file_holds_token_alone(store: TokenStore) -> None:
 
 
 def test_save_leaves_no_temporary_file(store: TokenStore) -> None:
-    """After a save the folder holds the token, the record, nothing else."""
+    """After a save the folder has the token, the record and the lock."""
     store.save(TOKEN, _identity())
 
     names = sorted(path.name for path in store.folder.iterdir())
 
-    assert ["agent.json", "agent.token"] == names
+    assert ["agent.json", "agent.lock", "agent.token"] == names
 
 
 def test_missing_token_is_none(store: TokenStore) -> None:
@@ -164,7 +168,8 @@ def test_leftover_temporary_file_removed(store: TokenStore) -> None:
     leftover.write_text("valid.looking.token\n")
 
     loaded = store.load()
-    store.prepare()
+    store.unlock()
+    TokenStore(store.token_path).prepare()
 
     assert loaded is None
     assert not leftover.exists()
@@ -198,24 +203,12 @@ def test_corrupt_record_ignored(store: TokenStore) -> None:
     ] == store.warnings
 
 
-def test_remove_deletes_token_and_record(store: TokenStore) -> None:
-    """Remove deletes both files and reports them."""
-    store.save(TOKEN, _identity())
-
-    removed = store.remove()
-
-    assert [store.token_path, store.record_path] == removed
-    assert store.load() is None
-
-
 def test_second_lock_names_pid(store: TokenStore) -> None:
     """A second daemon on the same folder is told the first one's PID."""
-    store.lock()
     other = TokenStore(store.token_path)
 
     with pytest.raises(AlreadyRunningError) as raised:
-        other.lock()
-    store.unlock()
+        other.prepare()
 
     assert (
         f"another jibrild (PID {os.getpid()}) is using {store.folder}; stop it "
@@ -225,11 +218,10 @@ def test_second_lock_names_pid(store: TokenStore) -> None:
 
 def test_lock_free_after_unlock(store: TokenStore) -> None:
     """Once released, the lock can be taken again."""
-    store.lock()
     store.unlock()
     other = TokenStore(store.token_path)
 
-    other.lock()
+    other.prepare()
     other.unlock()
 
 
@@ -242,3 +234,60 @@ def test_machine_id_made_once(store: TokenStore) -> None:
     assert first == second
     assert 32 == len(first)
     assert 0o600 == _mode(store.machine_id_path)
+
+
+@pytest.mark.parametrize("name", ["agent.json", "agent.lock", "machine-id"])
+def test_token_name_of_own_file_rejected(tmp_path: Path, name: str) -> None:
+    """A token path that is also the record, lock or machine-id file is an
+    error, so one file cannot overwrite the other."""
+    with pytest.raises(TokenStoreError) as raised:
+        TokenStore(tmp_path / name)
+
+    assert (
+        f"agent token path {tmp_path / name} is also the name of one of "
+        "jibrild's own files beside it; choose a name such as agent.token"
+    ) == str(raised.value)
+
+
+def test_open_folder_mode_warned(tmp_path: Path) -> None:
+    """An existing state folder open to others is reported, not changed."""
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    store = TokenStore(folder / "agent.token")
+
+    store.prepare()
+    store.unlock()
+
+    assert [
+        f"state folder {folder} has mode 0755; run 'chmod 700 {folder}'"
+    ] == store.warnings
+    assert 0o755 == _mode(folder)
+
+
+def test_record_with_extra_field_loads(store: TokenStore) -> None:
+    """A record with a field this version does not know still loads."""
+    store.save(TOKEN, _identity())
+    record = json.loads(store.record_path.read_text())
+    store.record_path.write_text(json.dumps({**record, "added_later": "x"}))
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert _identity() == loaded.identity
+
+
+def test_record_missing_field_ignored(store: TokenStore) -> None:
+    """A record without one of its fields is ignored with a warning."""
+    store.save(TOKEN, _identity())
+    record = dataclasses.asdict(_identity())
+    del record["agent_id"]
+    store.record_path.write_text(json.dumps(record))
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert loaded.identity is None
+    assert [
+        f"identity record {store.record_path} is not valid; ignoring it"
+    ] == store.warnings

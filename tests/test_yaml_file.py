@@ -225,17 +225,18 @@ def test_unreadable_file(tmp_path: Path) -> None:
         ),
         (
             "run-time:\n  api:\n    urll: https://x/\n",
-            "3: run-time.api.urll: unknown key; did you mean 'api.url'?",
+            "3: run-time.api.urll: unknown key; did you mean 'run-time.api.url'?",
         ),
         (
             "run-time:\n  heartbeat_interval: 5\n",
             "2: run-time.heartbeat_interval: unknown key; "
-            "did you mean 'heartbeat-interval'?",
+            "did you mean 'run-time.heartbeat-interval'?",
         ),
         (
             "run-time:\n  job: 2024\n",
             "2: run-time.job: expected a non-empty string without control "
-            "characters, got the number 2024; put it in quotes to make it a string",
+            "characters, got 2024, which YAML reads as a number; put it in quotes "
+            "to make it a string",
         ),
         (
             "run-time:\n  api:\n    url: [a]\n",
@@ -244,7 +245,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
         (
             "run-time:\n  heartbeat-interval: true\n",
             "2: run-time.heartbeat-interval: expected a number of seconds "
-            "greater than 0 and at most 86400, got the boolean true",
+            "from 1 to 86400, got true, which YAML reads as a boolean",
         ),
         (
             "run-time:\n  job: a\n  job: b\n",
@@ -257,13 +258,13 @@ def test_unreadable_file(tmp_path: Path) -> None:
         ),
         (
             "run-time:\n  labels:\n    tier: 1\n",
-            "3: run-time.labels.tier: expected a string, got the number 1; "
-            "put it in quotes",
+            "3: run-time.labels.tier: expected a string, got 1, which YAML "
+            "reads as a number; put it in quotes",
         ),
         (
             "run-time:\n  labels:\n    on: yes\n",
-            "3: run-time.labels.on: expected a string, got the boolean yes; "
-            "put it in quotes",
+            "3: run-time.labels.on: expected a string, got yes, which YAML "
+            "reads as a boolean; put it in quotes",
         ),
         (
             "run-time:\n  labels:\n    tier:\n",
@@ -303,32 +304,139 @@ def test_invalid_value_from_model(tmp_path: Path) -> None:
 
     expected = (
         f"{path}:2: run-time.heartbeat-interval: expected a number of seconds "
-        "greater than 0 and at most 86400, got 'often'"
+        "from 1 to 86400, got 'often'"
     )
     assert message == expected
 
 
 @pytest.mark.parametrize(
-    ("value", "kind"),
+    ("value", "kind", "fix"),
     [
-        ("123456", "a number"),
-        ("0x1F", "a number"),
-        ("12.5", "a number"),
-        ("yes", "a boolean"),
-        ("2024-01-01", "a date"),
+        ("123456", "a number", "put it in quotes"),
+        ("0x1F", "a number", "put it in quotes"),
+        ("12.5", "a number", "put it in quotes"),
+        ("yes", "a boolean", "put it in quotes"),
+        ("2024-01-01", "a date", "put it in quotes"),
+        ("<<", "the merge key '<<'", "put it in quotes"),
+        ("=", "the value key '='", "put it in quotes"),
+        ("!!binary aGVsbG8=", "a value tagged !!binary", "remove the !!binary tag"),
+        ("!!int 5", "a number", "put it in quotes"),
+        ("!vault abc", "a value tagged !vault", "remove the !vault tag"),
     ],
 )
-def test_token_read_as_other_type(tmp_path: Path, value: str, kind: str) -> None:
-    """A token YAML reads as a number, boolean or date asks for quotes."""
+def test_token_read_as_other_type(
+    tmp_path: Path, value: str, kind: str, fix: str
+) -> None:
+    """A token YAML reads as another type names that type and the fix."""
     path = tmp_path / "config.yaml"
 
     message = yaml_error(path, f"run-time:\n  api:\n    token: {value}\n")
 
     expected = (
-        f"{path}:3: run-time.api.token: the project token was read as {kind}; "
-        "put it in quotes"
+        f"{path}:3: run-time.api.token: the project token was read as {kind}; {fix}"
     )
     assert message == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "run-time:\n  job: a\nplugin: [x]\nrun-time:\n  job: b\n",
+            "4: run-time: duplicate key (first on line 1)",
+        ),
+        (
+            "log-level: info\nrun-time:\n  job: a\nlog-level: debug\n",
+            "4: log-level: duplicate key (first on line 1)",
+        ),
+        (
+            "run-time:\n  job: !!binary aGVsbG8=\n",
+            "2: run-time.job: expected a non-empty string without control "
+            "characters, got aGVsbG8=, which YAML reads as a value tagged "
+            "!!binary; remove the !!binary tag to make it a string",
+        ),
+        (
+            "run-time:\n  labels:\n    tier: !!binary aGVsbG8=\n",
+            "3: run-time.labels.tier: expected a string, got aGVsbG8=, which "
+            "YAML reads as a value tagged !!binary; remove the !!binary tag",
+        ),
+        (
+            "run-time:\n  heartbeat-interval: !!int often\n",
+            "2: run-time.heartbeat-interval: expected a number of seconds "
+            "from 1 to 86400, got 'often'",
+        ),
+        (
+            "run-time:\n  zzzzzzzz: 1\n",
+            "2: run-time.zzzzzzzz: unknown key; valid keys are run-time.api, "
+            "run-time.api.agent-token-path, run-time.api.allow-insecure-http, "
+            "run-time.api.ca-file, run-time.api.request-timeout, "
+            "run-time.api.token, run-time.api.url, run-time.cluster-name, "
+            "run-time.heartbeat-interval, run-time.job, run-time.labels, "
+            "run-time.log-level, run-time.runtime-environment",
+        ),
+    ],
+)
+def test_invalid_file_exact(tmp_path: Path, text: str, problem: str) -> None:
+    """Duplicate own sections, tagged values and unknown keys, exact messages."""
+    path = tmp_path / "config.yaml"
+
+    message = yaml_error(path, text)
+
+    assert message == f"{path}:{problem}"
+
+
+def test_other_top_level_duplicates_ignored(tmp_path: Path) -> None:
+    """A duplicate section of the rest of Jibril is left to Jibril."""
+    text = "printer: {a: 1}\nrun-time:\n  job: x\nprinter: {a: 2}\n"
+
+    loaded = load_yaml(tmp_path / "config.yaml", text)
+
+    assert loaded.settings.job == "x"
+
+
+def test_run_time_log_level_alias(tmp_path: Path) -> None:
+    """run-time.log-level takes Jibril's level names, in any case."""
+    path = tmp_path / "config.yaml"
+
+    loaded = load_yaml(path, "run-time:\n  log-level: WARN\n")
+
+    assert loaded.settings.log_level == "warning"
+    assert loaded.origins["log_level"] == f"{path}:2 (run-time.log-level)"
+
+
+def test_file_over_size_limit(tmp_path: Path) -> None:
+    """A config file larger than 1 MiB is rejected."""
+    path = tmp_path / "config.yaml"
+
+    message = yaml_error(path, "#" * (1024 * 1024) + "\n")
+
+    expected = (
+        f"config file {path} is larger than the 1 MiB limit; "
+        "check the path given with --config"
+    )
+    assert message == expected
+
+
+def test_file_at_size_limit(tmp_path: Path) -> None:
+    """A config file of exactly 1 MiB is read."""
+    path = tmp_path / "config.yaml"
+    text = "run-time:\n  job: x\n"
+
+    loaded = load_yaml(path, text + "#" * (1024 * 1024 - len(text)))
+
+    assert loaded.settings.job == "x"
+
+
+def test_default_path_device() -> None:
+    """A device at the default path is rejected with advice to replace it."""
+    with pytest.raises(SettingsError) as caught:
+        YamlFileSettingsSource(Settings, Path("/dev/null"), required=False)
+
+    expected = (
+        "config file /dev/null is a character device, not a regular file; "
+        "replace it, or give another path with --config"
+    )
+    assert str(caught.value) == expected
 
 
 def test_syntax_error_hides_token_line(tmp_path: Path) -> None:

@@ -1,11 +1,18 @@
 """Checks of single setting values that the model applies to every source."""
 
 import ipaddress
+import re
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jibrild.sources.files import special_file_kind
+
 _LOOPBACK_NAMES = {"localhost"}
+
+# The user name and password part of a URL: from "//" up to the last "@"
+# before the path, query or fragment, as urlsplit reads it.
+_USERINFO = re.compile(r"(?<=//)[^/?#]*@")
 
 
 def url_problem(url: str) -> str | None:
@@ -27,6 +34,11 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def hide_userinfo(url: str) -> str:
+    """Replace the user name and password of a URL with `***`, for messages."""
+    return _USERINFO.sub("***@", url, count=1)
+
+
 def is_loopback_host(host: str) -> bool:
     """Tell whether host is `localhost`, an address in 127.0.0.0/8 or ::1."""
     if host.lower() in _LOOPBACK_NAMES:
@@ -46,6 +58,13 @@ def is_visible_ascii(text: str) -> bool:
 def check_pem_file(path: Path) -> None:
     """Raise ValueError unless path is a readable file of PEM certificates."""
     quoted_path = repr(str(path))
+    # OpenSSL would block on a FIFO, so anything else than a regular file is
+    # rejected first. A path swapped in after this check is not caught.
+    kind = _special_file_kind(path)
+    if kind is not None:
+        message = f"CA file {quoted_path} is {kind}, not a regular file; check the path"
+        raise ValueError(message)
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.load_verify_locations(cafile=path)
@@ -58,13 +77,17 @@ def check_pem_file(path: Path) -> None:
             "check its permissions"
         )
         raise ValueError(message) from None
-    except IsADirectoryError:
-        raise ValueError(
-            f"CA file {quoted_path} is a directory; expected a file"
-        ) from None
     except ssl.SSLError:
         message = f"CA file {quoted_path} contains no PEM certificate"
         raise ValueError(message) from None
     except OSError as error:
         message = f"cannot read CA file {quoted_path}: {error.strerror}"
         raise ValueError(message) from None
+
+
+def _special_file_kind(path: Path) -> str | None:
+    """Name what path is when it exists and is not a regular file."""
+    try:
+        return special_file_kind(path.stat().st_mode)
+    except OSError:
+        return None  # loading the file reports the error

@@ -19,15 +19,13 @@ from pydantic_settings import BaseSettings
 
 from jibrild.errors import SettingsError
 from jibrild.sources.environ import layer_from_variables
-from jibrild.sources.layer import (
+from jibrild.sources.files import (
     FileContent,
-    Layer,
-    LayerSource,
-    Origin,
     line_of_offset,
     read_settings_file,
     token_mode_warning,
 )
+from jibrild.sources.layer import Layer, LayerSource, Origin
 
 DEFAULT_ENV_FILE_PATH = Path("/etc/default/jibril")
 

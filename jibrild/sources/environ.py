@@ -33,7 +33,7 @@ def layer_from_variables(variables: Mapping[str, tuple[str, Origin]]) -> Layer:
 
 def environment_origin(name: str) -> Origin:
     """Return the origin of a variable of the process environment."""
-    return Origin.named(f"environment variable {name}")
+    return Origin.named(f"environment variable {name}", "environment variable")
 
 
 def read_environment(environ: Mapping[str, str]) -> Layer:

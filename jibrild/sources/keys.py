@@ -55,7 +55,7 @@ SETTING_KEYS: tuple[SettingKey, ...] = (
         "GARNET_API_TIMEOUT",
         "--request-timeout",
         "number",
-        "a number of seconds greater than 0 and at most 300",
+        "a number of seconds from 1 to 300",
         "timeout of one API request, in seconds",
     ),
     SettingKey(
@@ -82,7 +82,7 @@ SETTING_KEYS: tuple[SettingKey, ...] = (
         "JIBRIL_HEARTBEAT_INTERVAL",
         "--heartbeat-interval",
         "number",
-        "a number of seconds greater than 0 and at most 86400",
+        "a number of seconds from 1 to 86400",
         "time between two heartbeats, in seconds",
     ),
     SettingKey(

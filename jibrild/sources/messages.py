@@ -45,6 +45,11 @@ def _describe(detail: ErrorDetails, origins: Mapping[str, Origin]) -> str:
 
 def _show(value: object) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
+    return shorten(text)
+
+
+def shorten(text: str) -> str:
+    """Cut text to MAX_SHOWN_VALUE_LENGTH characters, ending a cut one in '...'."""
     if len(text) <= MAX_SHOWN_VALUE_LENGTH:
         return text
     return f"{text[: MAX_SHOWN_VALUE_LENGTH - 3]}..."

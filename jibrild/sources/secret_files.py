@@ -7,6 +7,13 @@ from pydantic_settings import BaseSettings
 
 from jibrild.errors import SettingsError
 from jibrild.sources.environ import environment_origin
+from jibrild.sources.files import (
+    FileContent,
+    FileTooLargeError,
+    SpecialFileError,
+    read_regular_file,
+    token_mode_warning,
+)
 from jibrild.sources.keys import (
     CREDENTIAL_NAME,
     CREDENTIALS_DIRECTORY_ENV_VAR,
@@ -27,6 +34,8 @@ class SecretFilesSettingsSource(LayerSource):
 
     GARNET_API_TOKEN_FILE may come from the process environment or the env
     file; `env_file_variables` is the env file's name -> (value, origin).
+    Only the file of GARNET_API_TOKEN_FILE gets a file-mode warning, because
+    systemd makes a credential readable by the service alone.
     """
 
     def __init__(
@@ -39,8 +48,8 @@ class SecretFilesSettingsSource(LayerSource):
         token = _find_variable(_TOKEN_ENV_VAR, environ, env_file_variables)
         if token_file is not None and token is not None:
             message = (
-                f"{_TOKEN_ENV_VAR} ({token[1].text}) and {TOKEN_FILE_ENV_VAR} "
-                f"({token_file[1].text}) are both set; keep only one of them"
+                f"{_TOKEN_ENV_VAR} ({token[1].place}) and {TOKEN_FILE_ENV_VAR} "
+                f"({token_file[1].place}) are both set; keep only one of them"
             )
             raise SettingsError(message)
 
@@ -72,8 +81,13 @@ def _read_token_file(path_text: str, variable_origin: Origin) -> Layer:
     path = Path(path_text.strip())
     where = f"{variable_origin.error_prefix}: project token file {path}"
     origin = Origin.named(f"secret file ${TOKEN_FILE_ENV_VAR} ({path})")
-    token = _read_token(path, where, missing_is_error=True)
-    return _token_layer(token, origin)
+    content = _read_token(path, where, missing_is_error=True)
+    if content is None:
+        return Layer()
+
+    warning = token_mode_warning(path, content.mode)
+    warnings = () if warning is None else (warning,)
+    return _token_layer(_decode_token(content, where), origin, warnings)
 
 
 def _read_credential(directory: str) -> Layer:
@@ -82,24 +96,29 @@ def _read_credential(directory: str) -> Layer:
 
     path = Path(directory) / CREDENTIAL_NAME
     origin = Origin.named(f"credential {CREDENTIAL_NAME}")
-    token = _read_token(path, f"{origin.text} ({path})", missing_is_error=False)
-    return _token_layer(token, origin)
-
-
-def _token_layer(token: str | None, origin: Origin) -> Layer:
-    # A blank file counts as unset, like an empty variable, so that a lower
-    # source may still give the project token.
-    if token is None or not token.strip():
+    where = f"{origin.text} ({path})"
+    content = _read_token(path, where, missing_is_error=False)
+    if content is None:
         return Layer()
 
-    return Layer({"project_token": token}, {"project_token": origin})
+    return _token_layer(_decode_token(content, where), origin, ())
 
 
-def _read_token(path: Path, where: str, *, missing_is_error: bool) -> str | None:
+def _token_layer(token: str, origin: Origin, warnings: tuple[str, ...]) -> Layer:
+    # A blank file counts as unset, like an empty variable, so that a lower
+    # source may still give the project token.
+    if not token.strip():
+        return Layer()
+
+    return Layer({"project_token": token}, {"project_token": origin}, warnings)
+
+
+def _read_token(
+    path: Path, where: str, *, missing_is_error: bool
+) -> FileContent | None:
     """Read a token file; `where` starts every error message."""
     try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_TOKEN_FILE_SIZE + 1)
+        return read_regular_file(path, MAX_TOKEN_FILE_SIZE)
     except FileNotFoundError:
         if missing_is_error:
             raise SettingsError(f"{where} not found; check the path") from None
@@ -107,16 +126,18 @@ def _read_token(path: Path, where: str, *, missing_is_error: bool) -> str | None
     except PermissionError:
         message = f"{where}: permission denied; check its permissions"
         raise SettingsError(message) from None
-    except IsADirectoryError:
-        raise SettingsError(f"{where} is a directory; expected a file") from None
+    except SpecialFileError as error:
+        message = f"{where} is {error.kind}, not a regular file; check the path"
+        raise SettingsError(message) from None
+    except FileTooLargeError:
+        message = f"{where} is larger than 64 KiB; it must contain only the token"
+        raise SettingsError(message) from None
     except OSError as error:
         raise SettingsError(f"{where}: {error.strerror}") from None
 
-    if len(data) > MAX_TOKEN_FILE_SIZE:
-        message = f"{where} is larger than 64 KiB; it must contain only the token"
-        raise SettingsError(message)
 
+def _decode_token(content: FileContent, where: str) -> str:
     try:
-        return data.decode("utf-8")
+        return content.data.decode("utf-8")
     except UnicodeDecodeError:
         raise SettingsError(f"{where} is not valid UTF-8") from None

@@ -11,19 +11,27 @@ from pathlib import Path
 import yaml
 from pydantic_settings import BaseSettings
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from jibrild.errors import SettingsError
-from jibrild.sources.keys import KEYS_BY_FIELD, KEYS_BY_YAML_KEY, SettingKey
-from jibrild.sources.labels import label_key_problem
-from jibrild.sources.layer import (
+from jibrild.sources.files import (
     FileContent,
-    Layer,
-    LayerSource,
-    Origin,
     line_of_offset,
     read_settings_file,
     token_mode_warning,
+)
+from jibrild.sources.keys import KEYS_BY_FIELD, KEYS_BY_YAML_KEY, SettingKey
+from jibrild.sources.labels import label_key_problem
+from jibrild.sources.layer import Layer, LayerSource, Origin
+from jibrild.sources.log_levels import jibrild_log_level
+from jibrild.sources.messages import shorten
+from jibrild.sources.yaml_nodes import (
+    TAG_PREFIX,
+    describe_shape,
+    is_null,
+    read_as,
+    string_fix,
+    yaml_type,
 )
 
 DEFAULT_CONFIG_PATH = Path("/etc/jibril/config.yaml")
@@ -31,14 +39,7 @@ RUN_TIME_SECTION = "run-time"
 TOP_LEVEL_LOG_LEVEL = "log-level"
 _GROUPS = {key.rpartition(".")[0] for key in KEYS_BY_YAML_KEY if "." in key}
 _VALID_KEYS = sorted([*KEYS_BY_YAML_KEY, *_GROUPS])
-_TAG_PREFIX = "tag:yaml.org,2002:"
-_TAG_DESCRIPTIONS = {
-    "int": "the number",
-    "float": "the number",
-    "bool": "the boolean",
-    "null": "null",
-    "timestamp": "the date",
-}
+_OWN_TOP_LEVEL_KEYS = {RUN_TIME_SECTION, TOP_LEVEL_LOG_LEVEL}
 
 
 class YamlFileSettingsSource(LayerSource):
@@ -64,7 +65,7 @@ class _ConfigReader:
 
     def read(self, content: FileContent) -> Layer:
         root = self._compose(content.data)
-        if root is not None and not _is_null(root):
+        if root is not None and not is_null(root):
             self._read_root(root)
 
         warnings: tuple[str, ...] = ()
@@ -109,7 +110,7 @@ class _ConfigReader:
 
     def _read_root(self, root: Node) -> None:
         if not isinstance(root, MappingNode):
-            raise self._error(root, f"expected a mapping, got {_describe(root)}")
+            raise self._error(root, f"expected a mapping, got {describe_shape(root)}")
 
         sections = {
             name: (key_node, value_node)
@@ -119,7 +120,7 @@ class _ConfigReader:
         # The top-level log-level is read first so that run-time's overrides it.
         if TOP_LEVEL_LOG_LEVEL in sections:
             key_node, value_node = sections[TOP_LEVEL_LOG_LEVEL]
-            level_node = _jibril_log_level(value_node)
+            level_node = _top_level_log_level(value_node)
             if level_node is not None:
                 log_level = KEYS_BY_FIELD["log_level"]
                 self._read_setting(log_level, TOP_LEVEL_LOG_LEVEL, key_node, level_node)
@@ -129,11 +130,11 @@ class _ConfigReader:
 
     def _read_group(self, name: str, node: Node, prefix: str) -> None:
         """Read a mapping of settings; prefix is its dotted key under run-time."""
-        if _is_null(node):
+        if is_null(node):
             return
 
         if not isinstance(node, MappingNode):
-            expected = f"expected a mapping of settings, got {_describe(node)}"
+            expected = f"expected a mapping of settings, got {describe_shape(node)}"
             raise self._error(node, f"{name}: {expected}")
 
         for key_text, key_node, value_node in self._entries(node, name):
@@ -151,10 +152,11 @@ class _ConfigReader:
     def _entries(
         self, node: MappingNode, name: str | None
     ) -> list[tuple[str, Node, Node]]:
-        """List key text, key node and value node; name set: reject duplicates.
+        """List key text, key node and value node, and reject duplicate keys.
 
-        Duplicates are checked only inside our own sections, because the rest
-        of the file belongs to other parts of Jibril.
+        name is the dotted key of the mapping, or None at the top level. There
+        only jibrild's own keys are checked, because the rest of the file
+        belongs to other parts of Jibril.
         """
         entries: list[tuple[str, Node, Node]] = []
         first_lines: dict[str, int] = {}
@@ -166,9 +168,11 @@ class _ConfigReader:
 
             key_text = str(key_node.value)
             line = key_node.start_mark.line + 1
-            if name is not None and key_text in first_lines:
+            checked = name is not None or key_text in _OWN_TOP_LEVEL_KEYS
+            if checked and key_text in first_lines:
                 first = first_lines[key_text]
-                message = f"{name}.{key_text}: duplicate key (first on line {first})"
+                dotted = key_text if name is None else f"{name}.{key_text}"
+                message = f"{dotted}: duplicate key (first on line {first})"
                 raise self._error(key_node, message)
 
             first_lines.setdefault(key_text, line)
@@ -191,49 +195,47 @@ class _ConfigReader:
 
     def _read_scalar(self, key: SettingKey, display: str, node: Node) -> object:
         """Return the raw value, or None when the key is null or blank."""
-        if _is_null(node):
+        if is_null(node):
             return None
 
         if not isinstance(node, ScalarNode):
-            got = _describe(node)
+            got = describe_shape(node)
             raise self._error(node, f"{display}: expected {key.expected}, got {got}")
 
-        tag = node.tag.removeprefix(_TAG_PREFIX)
+        tag = node.tag.removeprefix(TAG_PREFIX)
         if key.kind == "secret":
             return self._read_token(display, node, tag)
 
         if tag == "str":
             return node.value
         if (key.kind, tag) in {("number", "int"), ("number", "float")}:
-            return self._construct(node)
+            return self._construct(key, display, node)
         if (key.kind, tag) in {("flag", "bool"), ("flag", "int")}:
-            return self._construct(node)
+            return self._construct(key, display, node)
 
-        got = f"{_TAG_DESCRIPTIONS.get(tag, 'a value tagged ' + tag)} {node.value}"
-        message = f"{display}: expected {key.expected}, got {got}"
+        message = f"{display}: expected {key.expected}, got {read_as(node)}"
         if key.kind == "text":
-            message += "; put it in quotes to make it a string"
+            message += f"; {string_fix(node)} to make it a string"
         raise self._error(node, message)
 
     def _read_token(self, display: str, node: ScalarNode, tag: str) -> object:
         # The value is never echoed, even when it is not a valid token.
         if tag != "str":
-            kind = _TAG_DESCRIPTIONS.get(tag, "a tagged value").removeprefix("the ")
             message = (
-                f"{display}: the project token was read as {_article(kind)}; "
-                "put it in quotes"
+                f"{display}: the project token was read as "
+                f"{yaml_type(node.tag)}; {string_fix(node)}"
             )
             raise self._error(node, message)
 
         return node.value if node.value.strip() else None
 
     def _read_labels(self, display: str, node: Node) -> object:
-        if _is_null(node):
+        if is_null(node):
             return None
 
         if not isinstance(node, MappingNode):
             message = f"{display}: expected a mapping of label keys to strings"
-            raise self._error(node, f"{message}, got {_describe(node)}")
+            raise self._error(node, f"{message}, got {describe_shape(node)}")
 
         pairs: list[tuple[str, str]] = []
         for key_text, key_node, value_node in self._entries(node, display):
@@ -246,76 +248,51 @@ class _ConfigReader:
     def _label_value(self, display: str, key_text: str, node: Node) -> str:
         where = f"{display}.{key_text}"
         if not isinstance(node, ScalarNode):
-            message = f"{where}: expected a string, got {_describe(node)}"
+            message = f"{where}: expected a string, got {describe_shape(node)}"
             raise self._error(node, message)
 
-        tag = node.tag.removeprefix(_TAG_PREFIX)
+        tag = node.tag.removeprefix(TAG_PREFIX)
         if tag == "str":
             return str(node.value)
         if tag == "null":
             message = f"{where}: the label has no value; write '' for an empty one"
             raise self._error(node, message)
 
-        got = f"{_TAG_DESCRIPTIONS.get(tag, 'a value tagged ' + tag)} {node.value}"
-        message = f"{where}: expected a string, got {got}; put it in quotes"
+        message = f"{where}: expected a string, got {read_as(node)}; {string_fix(node)}"
         raise self._error(node, message)
 
-    def _construct(self, node: ScalarNode) -> object:
+    def _construct(self, key: SettingKey, display: str, node: ScalarNode) -> object:
         try:
             return SafeConstructor().construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError):
-            raise self._error(node, f"invalid value {node.value!r}") from None
+            got = repr(shorten(str(node.value)))
+            message = f"{display}: expected {key.expected}, got {got}"
+            raise self._error(node, message) from None
 
     def _error(self, node: Node, message: str) -> SettingsError:
         return SettingsError(f"{self.path}:{node.start_mark.line + 1}: {message}")
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == f"{_TAG_PREFIX}null"
-
-
-def _describe(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    return "a single value"
-
-
-def _article(noun: str) -> str:
-    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
 def _unknown_key(dotted: str) -> str:
     """Describe an unknown key and suggest the closest valid one."""
     matches = difflib.get_close_matches(dotted, _VALID_KEYS, n=1)
     if matches:
-        return f"unknown key; did you mean '{matches[0]}'?"
+        return f"unknown key; did you mean '{RUN_TIME_SECTION}.{matches[0]}'?"
 
-    return f"unknown key; valid keys are {', '.join(_VALID_KEYS)}"
-
-
-# The top-level log-level belongs to the rest of Jibril, which knows more
-# level names than jibrild: map those, and leave a value neither knows to
-# the rest of Jibril to judge rather than fail on it here.
-_JIBRIL_LOG_LEVELS = {
-    "trace": "debug",
-    "debug": "debug",
-    "info": "info",
-    "warn": "warning",
-    "warning": "warning",
-    "error": "error",
-    "critical": "error",
-    "fatal": "error",
-    "panic": "error",
-}
+    valid_keys = ", ".join(f"{RUN_TIME_SECTION}.{key}" for key in _VALID_KEYS)
+    return f"unknown key; valid keys are {valid_keys}"
 
 
-def _jibril_log_level(node: Node) -> ScalarNode | None:
-    """Return the top-level log-level as one of jibrild's, or None."""
+def _top_level_log_level(node: Node) -> ScalarNode | None:
+    """Return the top-level log-level as a level of jibrild, or None.
+
+    The key belongs to the rest of Jibril, so a value that jibrild does not
+    know is left to Jibril to judge instead of failing here.
+    """
     if not isinstance(node, ScalarNode):
         return None
-    level = _JIBRIL_LOG_LEVELS.get(str(node.value).strip().lower())
+
+    level = jibrild_log_level(str(node.value))
     if level is None:
         return None
-    return ScalarNode("tag:yaml.org,2002:str", level, node.start_mark, node.end_mark)
+    return ScalarNode(f"{TAG_PREFIX}str", level, node.start_mark, node.end_mark)
