@@ -150,7 +150,7 @@ class AgentTokenHolder:
             registration = await self.registrar.register(settings.project_token, body)
         except ProjectTokenRejectedError as error:
             raise ProjectTokenRejectedError(
-                f"{error} (project token from {self.project_token_origin()})"
+                f"{error}; check the project token set by {self.project_token_origin()}"
             ) from None
         if registration is None:
             return

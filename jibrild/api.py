@@ -138,12 +138,18 @@ class GarnetClient:
         )
         if answer.status in (401, 403):
             raise ProjectTokenRejectedError(
-                f"project token rejected: HTTP {answer.status}"
-                f"{_error_detail(answer)}; check GARNET_API_TOKEN or api.token"
+                f"project token rejected: HTTP {answer.status}{_error_detail(answer)}"
             )
         if answer.status == 400:
             raise RegistrationRejectedError(
                 f"registration rejected: HTTP 400{_error_detail(answer)}"
+            )
+        if answer.status in (404, 405):
+            # Retried all the same: a proxy or a deployment may be changing.
+            raise TransientApiError(
+                f"HTTP {answer.status} from "
+                f"{api_endpoint(self.base_url, 'api/v1/agents')}; check that "
+                "the API URL is the Garnet API's base URL"
             )
         _raise_unless(answer, (200, 201))
 

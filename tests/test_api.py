@@ -119,8 +119,20 @@ def test_register_rejected_token(api: LocalGarnet, token: str, status: int) -> N
         _register(api.url, token=SecretStr(token))
 
     assert str(raised.value).startswith(f"project token rejected: HTTP {status}")
-    assert str(raised.value).endswith("; check GARNET_API_TOKEN or api.token")
     assert token not in str(raised.value)
+
+
+def test_register_404_names_url(tmp_path: Path) -> None:
+    """A 404 at the registration path suggests checking the API URL."""
+    with LocalGarnet(tmp_path / "api", prefix="/garnet/") as server:
+        wrong_base = server.url.removesuffix("garnet/")
+        with pytest.raises(TransientApiError) as raised:
+            _register(wrong_base)
+
+    assert (
+        f"HTTP 404 from {wrong_base}api/v1/agents; check that the API URL is "
+        "the Garnet API's base URL"
+    ) == str(raised.value)
 
 
 def test_429_carries_retry_after(api: LocalGarnet) -> None:

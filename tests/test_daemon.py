@@ -1,8 +1,12 @@
 """End-to-end tests: the daemon as a subprocess against the local API."""
 
 import ipaddress
+import os
 import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,14 +48,9 @@ class Agent:
         self.env_file.write_text("")
         self.processes: list[DaemonProcess] = []
 
-    def start(
-        self, project_token: str | None = PROJECT_TOKEN, **extra: str
-    ) -> DaemonProcess:
-        """Start the daemon with the API URL and, if given, a project token."""
-        environ = clean_environ(GARNET_API_URL=self.api.url, **extra)
-        if project_token is not None:
-            environ["GARNET_API_TOKEN"] = project_token
-        args = [
+    def run_args(self) -> list[str]:
+        """Return the command line that runs the daemon on these files."""
+        return [
             "run",
             "--config",
             str(self.config),
@@ -60,7 +59,15 @@ class Agent:
             "--agent-token-path",
             str(self.token_path),
         ]
-        process = DaemonProcess(self.tmp_path, args, environ)
+
+    def start(
+        self, project_token: str | None = PROJECT_TOKEN, **extra: str
+    ) -> DaemonProcess:
+        """Start the daemon with the API URL and, if given, a project token."""
+        environ = clean_environ(GARNET_API_URL=self.api.url, **extra)
+        if project_token is not None:
+            environ["GARNET_API_TOKEN"] = project_token
+        process = DaemonProcess(self.tmp_path, self.run_args(), environ)
         self.processes.append(process)
         return process
 
@@ -281,7 +288,11 @@ def test_project_token_rejected_exits_77(agent: Agent) -> None:
     code = daemon.wait()
 
     assert 77 == code
-    assert "ERROR: project token rejected: HTTP 401" in daemon.output()
+    assert (
+        "ERROR: project token rejected: HTTP 401: invalid project token; check "
+        "the project token set by environment variable GARNET_API_TOKEN "
+        "exit_code=77"
+    ) in daemon.lines
     assert "Traceback" not in daemon.output()
     assert "wrong-project-token" not in daemon.output()
 
@@ -401,3 +412,42 @@ def test_watchdog_pings_from_loop(agent: Agent) -> None:
     code = daemon.stop()
 
     assert 0 == code
+
+
+def test_journal_lines_carry_priority(agent: Agent, tmp_path: Path) -> None:
+    """When stderr is the journal stream, each line starts with its syslog
+    priority and the four first-start lines follow it unchanged."""
+    log_path = tmp_path / "journal-stream"
+    with log_path.open("w") as stream:
+        stat_result = os.fstat(stream.fileno())
+        environ = clean_environ(
+            GARNET_API_URL=agent.api.url,
+            GARNET_API_TOKEN=PROJECT_TOKEN,
+            JOURNAL_STREAM=f"{stat_result.st_dev}:{stat_result.st_ino}",
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jibrild", *agent.run_args()],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=stream,
+        )
+        try:
+            _wait_for_file_text(log_path, "token stored at:")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(10)
+
+    lines = log_path.read_text().splitlines()
+    expected = ["<6>" + line for line in _expected_first_start_lines(agent.token_path)]
+    assert expected == [line for line in lines if line in expected]
+    assert all(line.startswith(("<6>", "<7>", "<4>", "<3>")) for line in lines)
+    assert 0 == code
+
+
+def _wait_for_file_text(path: Path, text: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {text!r} in {path}:\n{path.read_text()}")
