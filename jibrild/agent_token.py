@@ -76,7 +76,7 @@ class AgentTokenHolder:
         return self.token
 
     def agent_id(self) -> str:
-        """Return the agent id, or 'unknown' when no record says it."""
+        """Return the agent id, or 'unknown' when no identity record has it."""
         return self.identity.agent_id if self.identity else "unknown"
 
     def status(self) -> str:
@@ -85,7 +85,7 @@ class AgentTokenHolder:
         return status if self.stored else status + "; agent token not stored"
 
     async def rejected(self, error: AgentTokenRejectedError) -> float:
-        """Register again when a project token is at hand; otherwise say what
+        """Register again when a project token is at hand; otherwise log what
         to do and check back slowly. Return the seconds to wait."""
         log = get_logger()
         settings = self.settings()

@@ -1,4 +1,4 @@
-"""The Garnet API client: the calls an agent makes, and what their answers
+"""The Garnet API client: the calls an agent makes, and what their responses
 mean for it."""
 
 import email.utils
@@ -21,7 +21,7 @@ from jibrild.errors import (
 )
 from jibrild.sources.checks import is_visible_ascii
 
-# No answer of the API is near this size; a larger body is a proxy's page
+# No response of the API is near this size; a larger body is a proxy's page
 # or a fault, and is not read into memory.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -30,7 +30,7 @@ _JSON = "application/json"
 
 class TransientApiError(JibrildError):
     """A failure a later retry may not meet: a timeout, a refused
-    connection, a 429 or 5xx answer, a malformed body."""
+    connection, a 429 or 5xx response, a malformed body."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -49,14 +49,14 @@ class AgentTokenRejectedError(JibrildError):
 
 @dataclass(frozen=True)
 class Registration:
-    """The API's answer to a registration."""
+    """The API's response to a registration."""
 
     agent_id: str
     agent_token: SecretStr
 
 
 @dataclass(frozen=True)
-class _Answer:
+class _Response:
     status: int
     body: bytes
     content_type: str
@@ -130,61 +130,61 @@ class GarnetClient:
         self, project_token: SecretStr, body: Mapping[str, object]
     ) -> Registration:
         """Register this host as an agent with the project token."""
-        answer = await self._call(
+        response = await self._call(
             "POST",
             "api/v1/agents",
             {"X-Project-Token": project_token.get_secret_value()},
             body,
         )
-        if answer.status in (401, 403):
+        if response.status in (401, 403):
             raise ProjectTokenRejectedError(
-                f"project token rejected: HTTP {answer.status}{_error_detail(answer)}"
+                f"project token rejected: HTTP {response.status}{_error_detail(response)}"
             )
-        if answer.status == 400:
+        if response.status == 400:
             raise RegistrationRejectedError(
-                f"registration rejected: HTTP 400{_error_detail(answer)}"
+                f"registration rejected: HTTP 400{_error_detail(response)}"
             )
-        if answer.status in (404, 405):
+        if response.status in (404, 405):
             # Retried all the same: a proxy or a deployment may be changing.
             raise TransientApiError(
-                f"HTTP {answer.status} from "
+                f"HTTP {response.status} from "
                 f"{api_endpoint(self.base_url, 'api/v1/agents')}; check that "
                 "the API URL is the Garnet API's base URL"
             )
-        _raise_unless(answer, (200, 201))
+        _raise_unless(response, (200, 201))
 
-        return _parse_registration(answer)
+        return _parse_registration(response)
 
     async def heartbeat(self, agent_token: SecretStr) -> None:
         """Send one heartbeat with the agent token."""
-        answer = await self._call(
+        response = await self._call(
             "POST",
             "api/v1/agent_heartbeat",
             {"X-Agent-Token": agent_token.get_secret_value()},
             None,
         )
-        if answer.status in (401, 404):
-            raise AgentTokenRejectedError(answer.status)
-        _raise_unless(answer, (200,))
+        if response.status in (401, 404):
+            raise AgentTokenRejectedError(response.status)
+        _raise_unless(response, (200,))
 
     async def send_event(
         self, agent_token: SecretStr, event: Mapping[str, object]
     ) -> bool:
         """Send one event; return True when the API created it and False
         when it updated an event with the same id."""
-        answer = await self._call(
+        response = await self._call(
             "PUT",
             "api/v1/events_v2",
             {"X-Agent-Token": agent_token.get_secret_value()},
             event,
         )
-        if answer.status == 401:
+        if response.status == 401:
             raise AgentTokenRejectedError(401)
-        if answer.status == 400:
-            raise JibrildError(f"event rejected: HTTP 400{_error_detail(answer)}")
-        _raise_unless(answer, (201, 202))
+        if response.status == 400:
+            raise JibrildError(f"event rejected: HTTP 400{_error_detail(response)}")
+        _raise_unless(response, (201, 202))
 
-        return answer.status == 201
+        return response.status == 201
 
     async def _call(
         self,
@@ -192,7 +192,7 @@ class GarnetClient:
         path: str,
         credential: Mapping[str, str],
         body: Mapping[str, object] | None,
-    ) -> _Answer:
+    ) -> _Response:
         if self._session is None:
             raise RuntimeError("GarnetClient used outside 'async with'")
 
@@ -214,13 +214,15 @@ class GarnetClient:
                 data=data,
                 allow_redirects=False,
                 skip_auto_headers=skip_headers,
-            ) as response:
-                payload = await _read_capped(response)
-                return _Answer(
-                    status=response.status,
+            ) as http_response:
+                payload = await _read_capped(http_response)
+                return _Response(
+                    status=http_response.status,
                     body=payload,
-                    content_type=response.content_type,
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    content_type=http_response.content_type,
+                    retry_after=parse_retry_after(
+                        http_response.headers.get("Retry-After")
+                    ),
                 )
         except TimeoutError:
             raise TransientApiError(
@@ -245,7 +247,7 @@ class GarnetClient:
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     if (response.content_length or 0) > MAX_BODY_BYTES:
         raise TransientApiError(
-            f"answer of {response.content_length} bytes is over the "
+            f"response of {response.content_length} bytes is over the "
             f"{MAX_BODY_BYTES}-byte limit"
         )
 
@@ -256,7 +258,7 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise TransientApiError(
-                f"answer is over the {MAX_BODY_BYTES}-byte limit; not reading it"
+                f"response is over the {MAX_BODY_BYTES}-byte limit; not reading it"
             )
     return b"".join(chunks)
 
@@ -271,22 +273,22 @@ def _os_error_text(error: OSError) -> str:
     return str(error)
 
 
-def _raise_unless(answer: _Answer, expected: tuple[int, ...]) -> None:
-    if answer.status in expected:
+def _raise_unless(response: _Response, expected: tuple[int, ...]) -> None:
+    if response.status in expected:
         return
     raise TransientApiError(
-        f"HTTP {answer.status}{_error_detail(answer)}", answer.retry_after
+        f"HTTP {response.status}{_error_detail(response)}", response.retry_after
     )
 
 
-def _error_detail(answer: _Answer) -> str:
+def _error_detail(response: _Response) -> str:
     """Return ': <message>' from a JSON error body, or the body's size."""
-    message = _json_object(answer.body).get("error")
+    message = _json_object(response.body).get("error")
     if isinstance(message, str) and message:
         return f": {message[:200]}"
-    if answer.body:
-        kind = answer.content_type or "unknown type"
-        return f" (<{len(answer.body)} bytes of {kind}>)"
+    if response.body:
+        kind = response.content_type or "unknown type"
+        return f" (<{len(response.body)} bytes of {kind}>)"
     return ""
 
 
@@ -298,19 +300,19 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _parse_registration(answer: _Answer) -> Registration:
-    fields = _json_object(answer.body)
+def _parse_registration(response: _Response) -> Registration:
+    fields = _json_object(response.body)
     agent_id = fields.get("id")
     agent_token = fields.get("agent_token")
     if not isinstance(agent_token, str) or not agent_token.strip():
         raise TransientApiError(
-            f"HTTP {answer.status} answer has no agent_token"
-            f" (<{len(answer.body)} bytes of {answer.content_type or 'unknown'}>)"
+            f"HTTP {response.status} response has no agent_token"
+            f" (<{len(response.body)} bytes of {response.content_type or 'unknown'}>)"
         )
     # The token goes into an HTTP header and a one-line file.
     if not is_visible_ascii(agent_token.strip()):
         raise TransientApiError(
-            f"HTTP {answer.status} answer has an agent_token that is not "
+            f"HTTP {response.status} response has an agent_token that is not "
             "visible ASCII text"
         )
     if not isinstance(agent_id, str) or not agent_id:

@@ -73,7 +73,8 @@ class Daemon:
             exit_code = ExitCode.INTERNAL
         finally:
             self.notifier.stopping()
-            cancelled = await _cancel(main, stop, watchdog)
+            stop.cancel()
+            cancelled = await _cancel(main, watchdog)
             self.store.unlock()
             self.notifier.close()
             log.info("stopped", cancelled_tasks=cancelled)

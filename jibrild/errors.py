@@ -42,13 +42,13 @@ class AlreadyRunningError(JibrildError):
 
 
 class RegistrationRejectedError(JibrildError):
-    """The API answered 400: the registration body is wrong and a retry
+    """The API responded 400: the registration body is wrong and a retry
     cannot fix it."""
 
     exit_code = ExitCode.REGISTRATION_REJECTED
 
 
 class ProjectTokenRejectedError(JibrildError):
-    """The API answered 401 or 403 to the project token."""
+    """The API responded 401 or 403 to the project token."""
 
     exit_code = ExitCode.PROJECT_TOKEN_REJECTED

@@ -71,7 +71,7 @@ def test_endpoint_keeps_path_prefix() -> None:
 
 
 def test_register_returns_id_and_token(api: LocalGarnet) -> None:
-    """A registration answers 201 with the agent id and its token."""
+    """A registration returns 201 with the agent id and its token."""
     registration = _register(api.url)
 
     assert [registration.agent_id] == [agent["id"] for agent in api.agents()]
@@ -177,7 +177,7 @@ def test_201_without_agent_token_is_transient(api: LocalGarnet) -> None:
     with pytest.raises(TransientApiError) as raised:
         _register(api.url)
 
-    assert str(raised.value).startswith("HTTP 201 answer has no agent_token")
+    assert str(raised.value).startswith("HTTP 201 response has no agent_token")
 
 
 def test_agent_token_with_newline_is_transient(api: LocalGarnet) -> None:
@@ -188,7 +188,7 @@ def test_agent_token_with_newline_is_transient(api: LocalGarnet) -> None:
     with pytest.raises(TransientApiError) as raised:
         _register(api.url)
 
-    assert "HTTP 201 answer has an agent_token that is not visible ASCII text" == str(
+    assert "HTTP 201 response has an agent_token that is not visible ASCII text" == str(
         raised.value
     )
 
@@ -228,7 +228,7 @@ def test_oversized_body_not_read(api: LocalGarnet) -> None:
 
 
 def test_slow_answer_times_out(api: LocalGarnet) -> None:
-    """An API that does not answer within the timeout is a transient error."""
+    """An API that does not respond within the timeout is a transient error."""
     api.add_fault(path="/api/v1/agents", delay=3.0, times=1)
 
     with pytest.raises(TransientApiError) as raised:

@@ -173,7 +173,7 @@ def test_ready_with_stored_token(agent: Agent, api: LocalGarnet) -> None:
 
 
 def test_registration_body_matches_contract(agent: Agent, api: LocalGarnet) -> None:
-    """The body sent holds exactly the contract's fields for this host."""
+    """The body sent has exactly the contract's fields for this host."""
     daemon = agent.start()
     daemon.wait_for_line("token stored at:")
     daemon.stop()

@@ -204,7 +204,7 @@ def test_corrupt_record_ignored(store: TokenStore) -> None:
 
 
 def test_second_lock_names_pid(store: TokenStore) -> None:
-    """A second daemon on the same folder is told the first one's PID."""
+    """A second daemon on the same folder gets the first one's PID."""
     other = TokenStore(store.token_path)
 
     with pytest.raises(AlreadyRunningError) as raised:
