@@ -135,6 +135,8 @@ async def _inject_fault(request: web.Request, handler: Handler) -> web.StreamRes
     headers = {"Content-Type": content_type}
     if fault.retry_after is not None:
         headers["Retry-After"] = fault.retry_after
+    if fault.location is not None:
+        headers["Location"] = fault.location
 
     return web.Response(status=fault.status, body=body.encode(), headers=headers)
 

@@ -26,6 +26,7 @@ class Fault:
     retry_after: str | None = None
     body: str | None = None
     content_type: str | None = None
+    location: str | None = None
     times: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
@@ -93,6 +94,7 @@ def parse_fault(body: object) -> Fault:
         retry_after=_parse_retry_after(body.get("retry_after")),
         body=_parse_body(body.get("body")),
         content_type=_parse_content_type(body.get("content_type")),
+        location=_parse_location(body.get("location")),
         times=_parse_times(body.get("times")),
     )
 
@@ -148,6 +150,15 @@ def _parse_content_type(value: object) -> str | None:
     if not isinstance(value, str) or not value.isprintable():
         reason = "expected a media type as printable text"
         raise InvalidRequestError.for_field("content_type", reason)
+
+    return value
+
+
+def _parse_location(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isprintable():
+        raise InvalidRequestError.for_field("location", "expected a URL as text")
 
     return value
 

@@ -1,50 +1,76 @@
 """The agent token in memory: loaded from disk, or got by registration,
 and replaced by registering again when the API rejects it."""
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
 from jibrild import __version__
 from jibrild.api import AgentTokenRejectedError
+from jibrild.backoff import Backoff
 from jibrild.environment import RuntimeEnvironment
-from jibrild.errors import JibrildError, ProjectTokenRejectedError, SettingsError
+from jibrild.errors import (
+    JibrildError,
+    ProjectTokenRejectedError,
+    RegistrationRejectedError,
+    SettingsError,
+)
+from jibrild.heartbeat import NextBeat, OnWake
 from jibrild.hostfacts import HostFacts
 from jibrild.logs import get_logger, remember_secret
-from jibrild.notify import Notifier
-from jibrild.registration import Registrar
+from jibrild.registration import Registrar, RegistrationRequest, format_delay
 from jibrild.registration_body import build_registration_body
 from jibrild.settings import Settings
 from jibrild.tokenstore import Identity, StoredToken, TokenStore, token_fingerprint
 
-# While no project token can replace a rejected agent token, check back at
+# While no registration can replace a rejected agent token, check back at
 # this pace: slow enough to spare the API, quick enough to notice a fix.
 DEGRADED_RETRY_SECONDS = 300.0
+
+# Spacing of registrations whose new agent token is rejected before any
+# heartbeat succeeds with it: something between the agent and the API (a
+# gateway, say) rejects every token, and each registration makes an agent.
+_REREGISTER_BASE_SECONDS = 60.0
+_REREGISTER_CAP_SECONDS = 3600.0
+
+# The settings through which an operator gives the project token.
+_HOW_TO_SET_PROJECT = (
+    "set GARNET_API_TOKEN, GARNET_API_TOKEN_FILE or run-time.api.token"
+)
 
 
 @dataclass
 class AgentTokenHolder:
     """Hold the agent token for every API call.
 
-    ``settings`` is read on each use, so a reload that sets a new project
-    token is used by the next registration.
+    ``settings`` and ``read_facts`` are called on each use, so a reload that
+    sets a new project token, or a host that got its address after boot, is
+    seen by the next registration.
     """
 
     store: TokenStore
     registrar: Registrar
-    notifier: Notifier
     settings: Callable[[], Settings]
-    facts: HostFacts
+    read_facts: Callable[[], HostFacts]
     runtime: RuntimeEnvironment
     machine_id: str
-    on_ready: Callable[[], None]
-    project_token_origin: Callable[[], str] = lambda: "the settings"
-    token: SecretStr | None = None
-    identity: Identity | None = None
-    stored: bool = False
-    _store_failed: bool = False
+    on_status: Callable[[str], None]
+    project_token_origin: Callable[[], str]
+    token: SecretStr | None = field(default=None, init=False)
+    identity: Identity | None = field(default=None, init=False)
+    stored: bool = field(default=False, init=False)
+    _store_failed: bool = field(default=False, init=False)
+    _unconfirmed: bool = field(default=False, init=False)
+    _next_registration: float = field(default=0.0, init=False)
+    _registrations: Backoff = field(
+        default_factory=lambda: Backoff(
+            _REREGISTER_BASE_SECONDS, _REREGISTER_CAP_SECONDS, floor_fraction=0.5
+        ),
+        init=False,
+    )
 
     async def obtain(self) -> bool:
         """Use the stored agent token, or register; return False when the
@@ -58,11 +84,15 @@ class AgentTokenHolder:
                 path=str(self.store.token_path),
                 agent_id=self.agent_id(),
             )
-            self.notifier.set_status(self.status())
-            self.on_ready()
+            self.on_status(self.status())
             return True
 
-        if reason is not None and stored is not None:
+        if self.settings().project_token is None:
+            raise SettingsError(
+                f"{reason} at {self.store.token_path} and no project token is "
+                f"set; {_HOW_TO_SET_PROJECT}"
+            )
+        if stored is not None:
             get_logger().warning("registering again", reason=reason)
         await self._register()
         return self.token is not None
@@ -75,6 +105,11 @@ class AgentTokenHolder:
         self._store_held()
         return self.token
 
+    def heartbeat_ok(self) -> None:
+        """Note that the API accepted the held agent token."""
+        self._unconfirmed = False
+        self._registrations.reset()
+
     def agent_id(self) -> str:
         """Return the agent id, or 'unknown' when no identity record has it."""
         return self.identity.agent_id if self.identity else "unknown"
@@ -84,32 +119,60 @@ class AgentTokenHolder:
         status = f"registered as {self.agent_id()}"
         return status if self.stored else status + "; agent token not stored"
 
-    async def rejected(self, error: AgentTokenRejectedError) -> float:
-        """Register again when a project token is at hand; otherwise log what
-        to do and check back slowly. Return the seconds to wait."""
-        log = get_logger()
+    async def rejected(self, error: AgentTokenRejectedError) -> NextBeat:
+        """Register again when that is possible and not too soon; otherwise
+        log what to do and check back slowly. Return the next wait."""
         settings = self.settings()
-        if settings.project_token is not None:
-            log.warning("agent token rejected; registering again", status=error.status)
-            await self._register()
-            return settings.heartbeat_interval
+        if settings.project_token is None:
+            return self._degraded(
+                error,
+                "agent token rejected and no project token is set",
+                f"{_HOW_TO_SET_PROJECT}, then 'systemctl reload jibril'",
+            )
 
-        log.error(
-            "agent token rejected and no project token is set",
-            status=error.status,
-            fix="set GARNET_API_TOKEN or GARNET_API_TOKEN_FILE, "
-            "then 'systemctl reload jibril'",
+        wait = self._next_registration - time.monotonic()
+        if self._unconfirmed and wait > 0:
+            get_logger().warning(
+                "agent token rejected again before any heartbeat succeeded; "
+                "delaying the next registration",
+                status=error.status,
+                next_attempt_in=format_delay(wait),
+            )
+            self.on_status(f"{error}; next registration in {format_delay(wait)}")
+            return NextBeat(wait, OnWake.KEEP)
+
+        get_logger().warning(
+            "agent token rejected; registering again", status=error.status
         )
-        self.notifier.set_status(
-            f"{error}; set a project token and reload to register again"
+        self._unconfirmed = True
+        self._next_registration = time.monotonic() + max(
+            settings.heartbeat_interval, self._registrations.next_delay()
         )
-        return max(settings.heartbeat_interval, DEGRADED_RETRY_SECONDS)
+        try:
+            await self._register()
+        except (
+            ProjectTokenRejectedError,
+            RegistrationRejectedError,
+            SettingsError,
+        ) as failure:
+            return self._degraded(
+                error, "registering again failed", f"{failure}; then reload"
+            )
+        return NextBeat(settings.heartbeat_interval)
+
+    def _degraded(
+        self, error: AgentTokenRejectedError, message: str, fix: str
+    ) -> NextBeat:
+        """Keep running without a usable agent token, and say so."""
+        get_logger().error(message, status=error.status, fix=fix)
+        self.on_status(f"{message} (HTTP {error.status}); {fix}")
+        interval = self.settings().heartbeat_interval
+        return NextBeat(max(interval, DEGRADED_RETRY_SECONDS), OnWake.BEAT)
 
     def _load_stored(self) -> StoredToken | None:
         stored = self.store.load()
-        for warning in self.store.warnings:
+        for warning in self.store.take_warnings():
             get_logger().warning(warning)
-        self.store.warnings.clear()
         return stored
 
     def _reason_to_register(self, stored: StoredToken | None) -> str | None:
@@ -130,24 +193,23 @@ class AgentTokenHolder:
         # the setting applies at the next start.
         return self.registrar.client.base_url
 
-    async def _register(self) -> None:
+    def _request(self) -> RegistrationRequest:
+        """Build one registration attempt from the settings of now."""
         settings = self.settings()
         if settings.project_token is None:
-            raise SettingsError(
-                f"no usable agent token at {self.store.token_path} and no "
-                "project token is set; set GARNET_API_TOKEN, "
-                "GARNET_API_TOKEN_FILE or run-time.api.token"
-            )
-
+            raise SettingsError(f"no project token is set; {_HOW_TO_SET_PROJECT}")
         body = build_registration_body(
-            self.facts,
+            self.read_facts(),
             self.runtime,
             version=__version__,
             machine_id=self.machine_id,
             labels=settings.labels,
         )
+        return settings.project_token, body
+
+    async def _register(self) -> None:
         try:
-            registration = await self.registrar.register(settings.project_token, body)
+            registration = await self.registrar.register(self._request)
         except ProjectTokenRejectedError as error:
             raise ProjectTokenRejectedError(
                 f"{error}; check the project token set by {self.project_token_origin()}"
@@ -175,8 +237,7 @@ class AgentTokenHolder:
         if self.stored:
             log.info(f"token stored at: {self.store.token_path}")
         log.info("registered", agent_id=self.agent_id())
-        self.notifier.set_status(self.status())
-        self.on_ready()
+        self.on_status(self.status())
 
     def _hold(self, token: SecretStr, identity: Identity | None, stored: bool) -> None:
         remember_secret(token.get_secret_value())
@@ -192,7 +253,7 @@ class AgentTokenHolder:
         try:
             self.store.save(self.token, self.identity)
         except JibrildError as error:
-            # Said once; the write is retried quietly at every heartbeat.
+            # Logged once; the write is retried quietly at every heartbeat.
             if not self._store_failed:
                 get_logger().error(
                     "cannot store agent token; keeping it in memory",
@@ -203,8 +264,5 @@ class AgentTokenHolder:
 
         self.stored = True
         if self._store_failed:
-            get_logger().info(
-                "agent token stored after earlier failures",
-                path=str(self.store.token_path),
-            )
+            get_logger().info(f"token stored at: {self.store.token_path}")
             self._store_failed = False

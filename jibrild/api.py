@@ -29,8 +29,8 @@ _JSON = "application/json"
 
 
 class TransientApiError(JibrildError):
-    """A failure a later retry may not meet: a timeout, a refused
-    connection, a 429 or 5xx response, a malformed body."""
+    """A failure that may pass, so the call is retried: a timeout, a
+    refused connection, a 429 or 5xx response, a malformed body."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -61,6 +61,7 @@ class _Response:
     body: bytes
     content_type: str
     retry_after: float | None
+    location: str | None
 
 
 def api_endpoint(base_url: str, path: str) -> str:
@@ -137,8 +138,9 @@ class GarnetClient:
             body,
         )
         if response.status in (401, 403):
+            detail = _error_detail(response)
             raise ProjectTokenRejectedError(
-                f"project token rejected: HTTP {response.status}{_error_detail(response)}"
+                f"project token rejected: HTTP {response.status}{detail}"
             )
         if response.status == 400:
             raise RegistrationRejectedError(
@@ -223,6 +225,7 @@ class GarnetClient:
                     retry_after=parse_retry_after(
                         http_response.headers.get("Retry-After")
                     ),
+                    location=http_response.headers.get("Location"),
                 )
         except TimeoutError:
             raise TransientApiError(
@@ -276,6 +279,13 @@ def _os_error_text(error: OSError) -> str:
 def _raise_unless(response: _Response, expected: tuple[int, ...]) -> None:
     if response.status in expected:
         return
+    # Redirects are not followed, since they would carry the token to a
+    # place the operator did not name.
+    if 300 <= response.status < 400:
+        raise TransientApiError(
+            f"HTTP {response.status} redirect to {response.location or 'nowhere'}; "
+            "set the API URL to the API's final address"
+        )
     raise TransientApiError(
         f"HTTP {response.status}{_error_detail(response)}", response.retry_after
     )

@@ -11,7 +11,9 @@ class Backoff:
 
     The n-th delay is drawn uniformly from [0, min(cap, base * 2**(n-1))]
     ("full jitter"), so a fleet that failed at the same moment spreads its
-    retries instead of returning in waves. A server's Retry-After is a
+    retries instead of returning in waves. ``floor_fraction`` raises the
+    bottom of that range to a fraction of the ceiling, for waits that must
+    not come out near zero. A server's Retry-After is a
     floor, with up to a tenth more on top for the same reason; a floor
     longer than an hour is taken as an hour, in case of a server's mistake.
     """
@@ -21,17 +23,22 @@ class Backoff:
         base: float = 1.0,
         cap: float = 300.0,
         random_fraction: Callable[[], float] = random.random,
+        floor_fraction: float = 0.0,
     ) -> None:
         self.base = base
         self.cap = cap
         self.attempt = 0
+        self.floor_fraction = floor_fraction
         self._random_fraction = random_fraction
 
     def next_delay(self, retry_after: float | None = None) -> float:
         """Count one more failed attempt and return the seconds to wait."""
         self.attempt += 1
         ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt - 1, 32))
-        delay = self._random_fraction() * ceiling
+        spread = (
+            self.floor_fraction + (1 - self.floor_fraction) * self._random_fraction()
+        )
+        delay = spread * ceiling
 
         if retry_after is not None and retry_after > 0:
             floor = min(retry_after, _MAX_RETRY_AFTER)

@@ -23,7 +23,7 @@ from jibrild.settings import (
     options_from_args,
     render_settings,
 )
-from jibrild.tokenstore import TokenStore
+from jibrild.tokenstore import Identity, TokenStore
 
 EXIT_CODES = """\
 exit codes:
@@ -208,7 +208,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = _load(args).settings
     store = TokenStore(settings.agent_token_path)
     stored = store.load()
-    for warning in store.warnings:
+    for warning in store.take_warnings():
         get_logger().warning(warning)
 
     lines = {"token file": str(store.token_path)}
@@ -227,8 +227,21 @@ def _status(args: argparse.Namespace) -> int:
             lines["api url"] = identity.api_url
             lines["registered at"] = identity.registered_at
             lines["machine id"] = identity.machine_id
+            note = _identity_note(identity, settings.api_url, store)
+            if note:
+                lines["note"] = note
 
     width = max(len(key) for key in lines) + 1
     for key, value in lines.items():
         print(f"{key + ':':<{width}} {value}")
     return ExitCode.OK if stored is not None else _NOT_REGISTERED
+
+
+def _identity_note(identity: Identity, api_url: str, store: TokenStore) -> str:
+    """Say why the daemon would not use this identity, or return ''."""
+    machine_id = read_host_facts().machine_id or _stored_machine_id(store)
+    if identity.machine_id != machine_id:
+        return "issued on another machine; the daemon will register again"
+    if identity.api_url.rstrip("/") != api_url.rstrip("/"):
+        return f"issued by another API than {api_url}; the daemon will register again"
+    return ""

@@ -4,6 +4,7 @@ reload and shutdown."""
 import asyncio
 import os
 import signal
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -69,10 +70,12 @@ class Daemon:
                 error=f"{type(error).__name__}: {error}",
                 exit_code=int(ExitCode.INTERNAL),
             )
+            log.debug("internal error traceback", traceback=traceback.format_exc())
             self.notifier.set_status(f"failed: internal error: {error}")
             exit_code = ExitCode.INTERNAL
         finally:
-            self.notifier.stopping()
+            # A failure's status stays for `systemctl status` to show.
+            self.notifier.stopping(self.notifier.status if exit_code else "stopping")
             stop.cancel()
             cancelled = await _cancel(main, watchdog)
             self.store.unlock()
@@ -82,9 +85,8 @@ class Daemon:
 
     async def _main(self) -> None:
         self.store.prepare()
-        for warning in self.store.warnings:
+        for warning in self.store.take_warnings():
             get_logger().warning(warning)
-        self.store.warnings.clear()
         facts = read_host_facts(self.root)
         runtime = self._detect(facts)
 
@@ -98,17 +100,16 @@ class Daemon:
                 client,
                 self.notifier,
                 self.stop,
-                on_transient_failure=self._ready_once,
+                on_transient_failure=self._report_status,
             )
             holder = AgentTokenHolder(
                 store=self.store,
                 registrar=registrar,
-                notifier=self.notifier,
                 settings=lambda: self.settings,
-                facts=facts,
+                read_facts=lambda: read_host_facts(self.root),
                 runtime=runtime,
                 machine_id=facts.machine_id or self.store.machine_id(),
-                on_ready=self._ready_once,
+                on_status=self._report_status,
                 project_token_origin=lambda: self.origins.get(
                     "project_token", "the settings"
                 ),
@@ -125,6 +126,7 @@ class Daemon:
                 agent_token=holder.current,
                 healthy_status=holder.status,
                 on_rejected=holder.rejected,
+                on_success=holder.heartbeat_ok,
             )
             await loop.run()
 
@@ -144,10 +146,15 @@ class Daemon:
         log.info(f"detected runtime environment: {runtime.name}", **details)
         return runtime
 
-    def _ready_once(self) -> None:
-        if not self._ready_sent:
-            self._ready_sent = True
-            self.notifier.ready(self.notifier.status or "starting")
+    def _report_status(self, status: str) -> None:
+        """Show a status; the first one also tells systemd start-up is done,
+        as the agent token is held or a first attempt failed for a reason
+        that only time can fix."""
+        if self._ready_sent:
+            self.notifier.set_status(status)
+            return
+        self._ready_sent = True
+        self.notifier.ready(status)
 
     async def _watchdog(self) -> None:
         """Ping systemd's watchdog from the event loop, so a stuck loop
@@ -175,12 +182,15 @@ class Daemon:
 
     def _reload(self) -> None:
         log = get_logger()
-        self.notifier.reloading()
+        # Before READY=1, a RELOADING=1 and its closing READY=1 would tell
+        # systemd that start-up is done.
+        if self._ready_sent:
+            self.notifier.reloading()
         try:
             loaded = self.reloader.load()
         except SettingsError as error:
             log.error("reload failed; keeping the previous settings", error=str(error))
-            self.notifier.reloaded()
+            self._reloaded()
             return
 
         changed = self.reloader.changed(self.settings, loaded.settings)
@@ -196,7 +206,11 @@ class Daemon:
         configure_logs(self.settings.log_level, self.environ)
         log.info("settings reloaded", changed=",".join(changed) or "nothing")
         self.wake.set()
-        self.notifier.reloaded()
+        self._reloaded()
+
+    def _reloaded(self) -> None:
+        if self._ready_sent:
+            self.notifier.reloaded()
 
 
 async def _cancel(*tasks: asyncio.Task[object]) -> int:

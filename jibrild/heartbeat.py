@@ -1,6 +1,7 @@
 """The heartbeat loop: tell the API every interval that the agent is alive."""
 
 import asyncio
+import enum
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from jibrild.api import AgentTokenRejectedError, GarnetClient, TransientApiError
 from jibrild.backoff import Backoff
 from jibrild.logs import get_logger
 from jibrild.notify import Notifier
+from jibrild.registration import format_delay
 
 # Each wait is the interval plus or minus this fraction, so agents started
 # together drift apart instead of beating in step.
@@ -22,13 +24,32 @@ def jittered(interval: float, random_fraction: Callable[[], float]) -> float:
     return interval * (1 + JITTER * (2 * random_fraction() - 1))
 
 
+class OnWake(enum.Enum):
+    """What a reload (a wake-up) does to the wait for the next heartbeat."""
+
+    # A normal interval: wait the reloaded interval from the same start.
+    RETIME = "retime"
+    # A backoff or Retry-After: the server's pace wins over a reload.
+    KEEP = "keep"
+    # A degraded wait: the reload may have fixed the cause, so beat now.
+    BEAT = "beat"
+
+
+@dataclass(frozen=True)
+class NextBeat:
+    """When to send the next heartbeat, and what a reload does to that."""
+
+    delay: float
+    on_wake: OnWake = OnWake.RETIME
+
+
 @dataclass
 class HeartbeatLoop:
     """Send heartbeats until ``stop`` is set.
 
-    ``wake`` cuts the current wait short, so a reloaded interval takes
-    effect at once. ``on_rejected`` handles a rejected agent token (it
-    registers again or degrades) and returns the seconds to wait next.
+    ``wake`` is set on reload. ``on_rejected`` handles a rejected agent
+    token (it registers again or degrades) and returns the next wait;
+    ``on_success`` is told of every heartbeat the API accepted.
     """
 
     client: GarnetClient
@@ -38,19 +59,20 @@ class HeartbeatLoop:
     interval: Callable[[], float]
     agent_token: Callable[[], SecretStr]
     healthy_status: Callable[[], str]
-    on_rejected: Callable[[AgentTokenRejectedError], Awaitable[float]]
+    on_rejected: Callable[[AgentTokenRejectedError], Awaitable[NextBeat]]
+    on_success: Callable[[], None] = lambda: None
     random_fraction: Callable[[], float] = random.random
-    beats: int = 0
-    failures: int = field(default=0)
+    beats: int = field(default=0, init=False)
+    failures: int = field(default=0, init=False)
 
     async def run(self) -> None:
         """Beat until stopped."""
         backoff = Backoff(base=self.interval(), random_fraction=self.random_fraction)
-        delay = jittered(self.interval(), self.random_fraction)
-        while not await self._wait(delay):
-            delay = await self._beat(backoff)
+        next_beat = NextBeat(jittered(self.interval(), self.random_fraction))
+        while not await self._wait(next_beat):
+            next_beat = await self._beat(backoff)
 
-    async def _beat(self, backoff: Backoff) -> float:
+    async def _beat(self, backoff: Backoff) -> NextBeat:
         log = get_logger()
         try:
             await self.client.heartbeat(self.agent_token())
@@ -61,12 +83,12 @@ class HeartbeatLoop:
                 "heartbeat failed",
                 attempt=self.failures,
                 error=str(error),
-                next_attempt_in=f"{delay:.1f}s",
+                next_attempt_in=format_delay(delay),
             )
             self.notifier.set_status(
                 f"heartbeat failing ({self.failures} attempts): {error}"
             )
-            return delay
+            return NextBeat(delay, OnWake.KEEP)
         except AgentTokenRejectedError as error:
             self.failures = 0
             return await self.on_rejected(error)
@@ -77,22 +99,38 @@ class HeartbeatLoop:
             self.failures = 0
             backoff.reset()
         log.debug("heartbeat sent", beats=self.beats)
+        self.on_success()
         self.notifier.set_status(self.healthy_status())
-        return jittered(self.interval(), self.random_fraction)
+        return NextBeat(jittered(self.interval(), self.random_fraction))
 
-    async def _wait(self, seconds: float) -> bool:
-        """Wait, restarting the wait when woken; return True on stop."""
+    async def _wait(self, next_beat: NextBeat) -> bool:
+        """Wait for the next heartbeat; return True when stopped instead."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + next_beat.delay
         while not self.stop.is_set():
-            stop = asyncio.ensure_future(self.stop.wait())
-            wake = asyncio.ensure_future(self.wake.wait())
-            done, pending = await asyncio.wait(
-                (stop, wake), timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
-            if wake not in done:
+            woken = await self._wait_for_event(max(0.0, deadline - loop.time()))
+            if not woken:
+                return False
+            if self.stop.is_set():
                 break
-            self.wake.clear()
-            seconds = jittered(self.interval(), self.random_fraction)
 
-        return self.stop.is_set()
+            self.wake.clear()
+            if next_beat.on_wake is OnWake.BEAT:
+                return False
+            if next_beat.on_wake is OnWake.RETIME:
+                deadline = started + jittered(self.interval(), self.random_fraction)
+
+        return True
+
+    async def _wait_for_event(self, seconds: float) -> bool:
+        """Wait until stop or wake is set, at most ``seconds``; return True
+        if either was."""
+        stop = asyncio.ensure_future(self.stop.wait())
+        wake = asyncio.ensure_future(self.wake.wait())
+        done, pending = await asyncio.wait(
+            (stop, wake), timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        return bool(done)

@@ -57,9 +57,10 @@ class Notifier:
         """Tell systemd the reload is finished."""
         self.send("READY=1")
 
-    def stopping(self) -> None:
-        """Tell systemd the daemon is shutting down."""
-        self.send("STOPPING=1\nSTATUS=stopping")
+    def stopping(self, status: str = "stopping") -> None:
+        """Tell systemd the daemon is shutting down, with a last status."""
+        self.status = one_line(status)
+        self.send(f"STOPPING=1\nSTATUS={self.status}")
 
     def close(self) -> None:
         """Close the notify socket."""

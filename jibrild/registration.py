@@ -12,6 +12,9 @@ from jibrild.backoff import Backoff
 from jibrild.logs import get_logger
 from jibrild.notify import Notifier
 
+# What one attempt sends: the project token and the registration body.
+RegistrationRequest = tuple[SecretStr, Mapping[str, object]]
+
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep ``seconds`` unless ``stop`` is set first; return True if it was."""
@@ -22,26 +25,42 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+def format_delay(seconds: float) -> str:
+    """Return a delay for people: tenths below ten seconds, whole above."""
+    return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+
+
 @dataclass
 class Registrar:
     """Run registration attempts until one succeeds, one fails for good
-    (400, 401, 403: raised), or the daemon stops (None)."""
+    (400, 401, 403: raised), or the daemon stops (None).
+
+    ``on_transient_failure`` gets the status text of each failed attempt;
+    the daemon uses the first one to send READY=1, so a dead API does not
+    hold up boot.
+    """
 
     client: GarnetClient
     notifier: Notifier
     stop: asyncio.Event
+    on_transient_failure: Callable[[str], None]
     backoff_factory: Callable[[], Backoff] = Backoff
-    on_transient_failure: Callable[[], None] = lambda: None
 
     async def register(
-        self, project_token: SecretStr, body: Mapping[str, object]
+        self, request: Callable[[], RegistrationRequest]
     ) -> Registration | None:
-        """Register with the API, retrying transient failures."""
+        """Register with the API, retrying transient failures.
+
+        ``request`` is called for every attempt, so a reload that fixes the
+        project token, or a network that came up after boot and so changed
+        the host's address, is used by the next attempt.
+        """
         log = get_logger()
         backoff = self.backoff_factory()
         attempt = 1
         while not self.stop.is_set():
             self.notifier.set_status(f"registering (attempt {attempt})")
+            project_token, body = request()
             try:
                 return await self.client.register(project_token, body)
             except TransientApiError as error:
@@ -50,13 +69,12 @@ class Registrar:
                     "agent registration failed",
                     attempt=attempt,
                     error=str(error),
-                    next_attempt_in=f"{delay:.1f}s",
+                    next_attempt_in=format_delay(delay),
                 )
-                self.notifier.set_status(
+                self.on_transient_failure(
                     f"registration attempt {attempt} failed ({error}); "
-                    f"next attempt in {delay:.0f}s"
+                    f"next attempt in {format_delay(delay)}"
                 )
-                self.on_transient_failure()
 
             if await wait_or_stop(self.stop, delay):
                 break

@@ -85,6 +85,11 @@ class TokenStore:
         """
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise TokenStoreError(
+                f"state folder {self.folder} is not a folder; remove what is "
+                "there or set api.agent-token-path"
+            ) from None
         except OSError as error:
             raise TokenStoreError(
                 f"cannot create state folder {self.folder}: {error.strerror}; "
@@ -104,6 +109,11 @@ class TokenStore:
         for leftover in self.folder.glob(_TEMP_PREFIX + "*"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+    def take_warnings(self) -> list[str]:
+        """Return the warnings gathered so far and forget them."""
+        warnings, self.warnings = self.warnings, []
+        return warnings
 
     def lock(self) -> None:
         """Take the state folder's lock, or raise naming the PID holding it."""

@@ -96,6 +96,11 @@ class DaemonProcess:
             time.sleep(0.05)
         raise AssertionError(f"no notify message with {text!r}: {self.messages}")
 
+    def pause(self, seconds: float) -> None:
+        """Sleep while still collecting log lines and notify messages."""
+        time.sleep(seconds)
+        self._drain()
+
     def signal(self, number: int) -> None:
         """Send a signal to the daemon."""
         self.process.send_signal(number)

@@ -49,3 +49,14 @@ def test_reset_starts_over() -> None:
 
     assert 0 == backoff.attempt
     assert 2.0 == backoff.next_delay()
+
+
+def test_floor_fraction_raises_bottom() -> None:
+    """With a floor of one half, the smallest draw waits half the ceiling."""
+    backoff = Backoff(
+        base=60.0, cap=3600.0, random_fraction=lambda: 0.0, floor_fraction=0.5
+    )
+
+    delays = [backoff.next_delay() for _ in range(3)]
+
+    assert [30.0, 60.0, 120.0] == delays

@@ -140,6 +140,7 @@ def test_second_start_uses_stored_token(agent: Agent, api: LocalGarnet) -> None:
     code = second.stop()
 
     assert f"path={agent.token_path}" in line
+    assert "INFO: detected runtime environment: " in second.output()
     assert "agent registration complete" not in second.output()
     assert 1 == len(_registrations(api))
     assert 0 == code
@@ -210,7 +211,7 @@ def _wait_heartbeats(
         beats = [r for r in api.requests() if r["path"] == "/api/v1/agent_heartbeat"]
         if len(beats) >= count:
             return beats
-        daemon.wait_for_message("READY=1", timeout=0.1)
+        daemon.pause(0.1)
     raise AssertionError(f"fewer than {count} heartbeats:\n{daemon.output()}")
 
 
@@ -240,7 +241,7 @@ def _wait_for(condition: object, daemon: DaemonProcess) -> None:
     for _ in range(100):
         if condition():  # type: ignore[operator]
             return
-        daemon.wait_for_message("READY=1", timeout=0.1)
+        daemon.pause(0.1)
     raise AssertionError(daemon.output())
 
 
@@ -256,12 +257,16 @@ def test_rejected_without_project_token_degrades(
 
     daemon = agent.start(project_token=None)
     error = daemon.wait_for_line("agent token rejected and no project token")
-    status = daemon.wait_for_message("set a project token and reload")
+    status = daemon.wait_for_message("no project token is set")
     alive = daemon.process.poll() is None
     code = daemon.stop()
 
     assert error.startswith("ERROR: ")
-    assert "agent token rejected: HTTP 401" in status
+    assert (
+        "STATUS=agent token rejected and no project token is set (HTTP 401); "
+        "set GARNET_API_TOKEN, GARNET_API_TOKEN_FILE or run-time.api.token, "
+        "then 'systemctl reload jibril'"
+    ) == status
     assert alive
     assert 0 == code
 
@@ -305,9 +310,10 @@ def test_no_token_at_all_exits_78(agent: Agent) -> None:
 
     assert 78 == code
     assert (
-        f"ERROR: no usable agent token at {agent.token_path} and no project "
-        "token is set;"
-    ) in daemon.output()
+        f"ERROR: no stored agent token at {agent.token_path} and no project "
+        "token is set; set GARNET_API_TOKEN, GARNET_API_TOKEN_FILE or "
+        "run-time.api.token exit_code=78"
+    ) in daemon.lines
 
 
 def test_second_daemon_refused(agent: Agent) -> None:
@@ -323,14 +329,16 @@ def test_second_daemon_refused(agent: Agent) -> None:
     assert f"(PID {first.process.pid})" in second.output()
 
 
-def test_sighup_reloads_interval(agent: Agent) -> None:
-    """SIGHUP reads the settings again and applies a new interval."""
+def test_sighup_reloads_interval(agent: Agent, api: LocalGarnet) -> None:
+    """SIGHUP reads the settings again, and a shorter interval takes effect
+    without a restart."""
     daemon = agent.start()
     daemon.wait_for_line("token stored at:")
-    agent.config.write_text("run-time:\n  heartbeat-interval: 5\n")
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
 
     daemon.signal(signal.SIGHUP)
     line = daemon.wait_for_line("settings reloaded")
+    _wait_heartbeats(api, daemon, 2)
     daemon.stop()
 
     assert "INFO: settings reloaded changed=heartbeat_interval" == line
@@ -451,3 +459,137 @@ def _wait_for_file_text(path: Path, text: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"no {text!r} in {path}:\n{path.read_text()}")
+
+
+def test_rejections_do_not_storm(agent: Agent, api: LocalGarnet) -> None:
+    """A heartbeat path that rejects every agent token does not make the
+    daemon register at every beat."""
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
+    api.add_fault(path="/api/v1/agent_heartbeat", status=401)
+    daemon = agent.start()
+
+    delaying = daemon.wait_for_line("delaying the next registration", timeout=10)
+    time.sleep(3)
+    registrations = len(_registrations(api))
+    daemon.stop()
+
+    assert 2 == registrations
+    assert delaying.startswith(
+        "WARNING: agent token rejected again before any heartbeat succeeded; "
+        "delaying the next registration status=401 next_attempt_in="
+    )
+
+
+def test_sighup_while_registering(agent: Agent, api: LocalGarnet) -> None:
+    """A reload before the agent token is held sends no READY=1 early."""
+    api.add_fault(path="/api/v1/agents", delay=2.0, times=1)
+    daemon = agent.start()
+    daemon.wait_for_message("STATUS=registering (attempt 1)")
+
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("settings reloaded")
+    ready = daemon.wait_for_message("READY=1")
+    daemon.stop()
+
+    assert "READY=1\nSTATUS=registered as " in ready
+    assert not any("RELOADING=1" in message for message in daemon.messages[:2])
+
+
+def test_registration_400_exits_65(agent: Agent, api: LocalGarnet) -> None:
+    """A 400 to the registration ends the daemon with 65 and the reason."""
+    body = '{"error": "invalid field \'ip\': not an IP address"}'
+    api.add_fault(path="/api/v1/agents", status=400, body=body, times=1)
+    daemon = agent.start()
+
+    code = daemon.wait()
+
+    assert 65 == code
+    assert (
+        "ERROR: registration rejected: HTTP 400: invalid field 'ip': not an IP "
+        "address exit_code=65"
+    ) in daemon.lines
+
+
+def test_failure_status_survives_stop(agent: Agent) -> None:
+    """The last STATUS= of a failed daemon says why, not 'stopping'."""
+    daemon = agent.start(project_token="wrong-project-token")
+
+    daemon.wait()
+
+    last = daemon.messages[-1]
+    assert last.startswith("STOPPING=1\nSTATUS=failed: project token rejected")
+
+
+def test_heartbeat_failure_and_recovery(agent: Agent, api: LocalGarnet) -> None:
+    """Failed heartbeats are warned about with their attempt number, shown
+    in STATUS=, and their end is logged."""
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    api.add_fault(path="/api/v1/agent_heartbeat", status=503, times=2)
+
+    failed = daemon.wait_for_line("heartbeat failed")
+    status = daemon.wait_for_message("STATUS=heartbeat failing")
+    recovered = daemon.wait_for_line("heartbeat recovered", timeout=20)
+    daemon.stop()
+
+    assert failed.startswith("WARNING: heartbeat failed attempt=1 error=")
+    assert "STATUS=heartbeat failing (1 attempts): HTTP 503" in status
+    assert "INFO: heartbeat recovered failed_attempts=2" == recovered
+
+
+def test_sigterm_during_registration(agent: Agent, api: LocalGarnet) -> None:
+    """SIGTERM while the registration request hangs exits 0 at once and
+    leaves no agent token behind."""
+    api.add_fault(path="/api/v1/agents", delay=30.0, times=1)
+    daemon = agent.start()
+    daemon.wait_for_message("STATUS=registering (attempt 1)")
+    time.sleep(0.3)
+
+    started = time.monotonic()
+    code = daemon.stop()
+    elapsed = time.monotonic() - started
+
+    assert 0 == code
+    assert elapsed < 5
+    assert not agent.token_path.exists()
+
+
+def test_reload_fixes_project_token(agent: Agent, api: LocalGarnet) -> None:
+    """A project token corrected and reloaded between two attempts is used
+    by the next attempt."""
+    agent.env_file.write_text("GARNET_API_TOKEN=wrong-project-token\n")
+    agent.env_file.chmod(0o600)
+    api.add_fault(path="/api/v1/agents", status=503, retry_after="2", times=1)
+    daemon = agent.start(project_token=None)
+    daemon.wait_for_line("agent registration failed")
+
+    agent.env_file.write_text(f"GARNET_API_TOKEN={PROJECT_TOKEN}\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("token stored at:", timeout=15)
+    code = daemon.stop()
+
+    assert 0 == code
+    assert 1 == len(api.agents())
+
+
+def test_failed_reregistration_degrades(agent: Agent, api: LocalGarnet) -> None:
+    """When registering again is refused, the daemon keeps running and
+    says what to fix instead of exiting."""
+    agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
+    agent.env_file.write_text(f"GARNET_API_TOKEN={PROJECT_TOKEN}\n")
+    agent.env_file.chmod(0o600)
+    daemon = agent.start(project_token=None)
+    daemon.wait_for_line("token stored at:")
+    agent.env_file.write_text("GARNET_API_TOKEN=rotated-but-wrong\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("settings reloaded")
+    api.revoke(api.agents()[0]["id"])
+
+    error = daemon.wait_for_line("registering again failed")
+    alive = daemon.process.poll() is None
+    code = daemon.stop()
+
+    assert error.startswith("ERROR: registering again failed status=401 fix=")
+    assert alive
+    assert 0 == code

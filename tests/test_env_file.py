@@ -279,10 +279,10 @@ def test_env_file_at_size_limit(tmp_path: Path) -> None:
 def test_read_env_file_rejects_device() -> None:
     """read_env_file, used on reload, rejects a device too."""
     with pytest.raises(SettingsError) as caught:
-        read_env_file(Path("/dev/null"))
+        read_env_file(Path("/dev/zero"))
 
     expected = (
-        "env file /dev/null is a character device, not a regular file; "
+        "env file /dev/zero is a character device, not a regular file; "
         "check the path given with --env-file"
     )
     assert str(caught.value) == expected

@@ -467,8 +467,8 @@ def test_fifo_rejected_without_blocking(
 
 @pytest.mark.parametrize("file_role", sorted(_SPECIAL_FILE_PROBLEMS))
 def test_device_rejected(files: Files, file_role: str) -> None:
-    """A character device such as /dev/null is not read as a file."""
-    device = Path("/dev/null")
+    """A character device such as /dev/zero is not read as a file."""
+    device = Path("/dev/zero")
     environ = _point_at(files, file_role, device)
 
     message = files.error(environ=environ)
@@ -786,3 +786,13 @@ def test_api_url_with_path_prefix(files: Files) -> None:
     loaded = files.load(environ={URL_KEY: " https://x.example/garnet/ "})
 
     assert loaded.settings.api_url == "https://x.example/garnet/"
+
+
+def test_dev_null_files_read_as_empty() -> None:
+    """--config /dev/null and --env-file /dev/null mean no file at all."""
+    null = Path("/dev/null")
+
+    loaded = load_settings({}, {}, config_path=null, env_file_path=null)
+
+    assert loaded.settings == Settings()
+    assert set(loaded.origins.values()) == {"default"}

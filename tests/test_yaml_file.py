@@ -430,10 +430,10 @@ def test_file_at_size_limit(tmp_path: Path) -> None:
 def test_default_path_device() -> None:
     """A device at the default path is rejected with advice to replace it."""
     with pytest.raises(SettingsError) as caught:
-        YamlFileSettingsSource(Settings, Path("/dev/null"), required=False)
+        YamlFileSettingsSource(Settings, Path("/dev/zero"), required=False)
 
     expected = (
-        "config file /dev/null is a character device, not a regular file; "
+        "config file /dev/zero is a character device, not a regular file; "
         "replace it, or give another path with --config"
     )
     assert str(caught.value) == expected

@@ -41,6 +41,9 @@ class FileTooLargeError(Exception):
     """A file larger than its reader accepts."""
 
 
+_DEV_NULL = Path("/dev/null")
+
+
 def read_regular_file(path: Path, max_size: int) -> FileContent:
     """Read a regular file of at most max_size bytes.
 
@@ -50,6 +53,9 @@ def read_regular_file(path: Path, max_size: int) -> FileContent:
     writer. Raises OSError as os.open does, SpecialFileError and
     FileTooLargeError.
     """
+    # /dev/null is the usual way to say "no file": read it as empty.
+    if path == _DEV_NULL:
+        return FileContent(b"", 0o666)
     _check_regular(os.stat(path).st_mode)
 
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
