@@ -163,7 +163,7 @@ class AgentTokenHolder:
     def _degraded(
         self, error: AgentTokenRejectedError, message: str, fix: str
     ) -> NextBeat:
-        """Keep running without a usable agent token, and say so."""
+        """Keep running without a usable agent token, and log why."""
         get_logger().error(message, status=error.status, fix=fix)
         self.on_status(f"{message} (HTTP {error.status}); {fix}")
         interval = self.settings().heartbeat_interval

@@ -70,7 +70,7 @@ def api_endpoint(base_url: str, path: str) -> str:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Return the seconds a Retry-After header asks to wait (RFC 9110,
+    """Return the seconds a Retry-After header requests (RFC 9110,
     section 10.2.3: delay-seconds or an HTTP-date), or None."""
     if not value:
         return None

@@ -11,11 +11,12 @@ class Backoff:
 
     The n-th delay is drawn uniformly from [0, min(cap, base * 2**(n-1))]
     ("full jitter"), so a fleet that failed at the same moment spreads its
-    retries instead of returning in waves. ``floor_fraction`` raises the
-    bottom of that range to a fraction of the ceiling, for waits that must
-    not come out near zero. A server's Retry-After is a
-    floor, with up to a tenth more on top for the same reason; a floor
-    longer than an hour is taken as an hour, in case of a server's mistake.
+    retries instead of returning in waves. A server's Retry-After is a
+    floor, with up to a tenth more on top so that its clients spread too. A
+    Retry-After longer than an hour is taken as an hour, in case the server
+    is wrong. ``floor_fraction`` raises the bottom of the drawn range to
+    that fraction of the ceiling, for waits that must not come out near
+    zero.
     """
 
     def __init__(

@@ -147,9 +147,9 @@ class Daemon:
         return runtime
 
     def _report_status(self, status: str) -> None:
-        """Show a status; the first one also tells systemd start-up is done,
-        as the agent token is held or a first attempt failed for a reason
-        that only time can fix."""
+        """Show a status. The first one also sends READY=1, because by then
+        the agent token is held or a first attempt failed for a reason that
+        only time can fix."""
         if self._ready_sent:
             self.notifier.set_status(status)
             return

@@ -25,7 +25,7 @@ def jittered(interval: float, random_fraction: Callable[[], float]) -> float:
 
 
 class OnWake(enum.Enum):
-    """What a reload (a wake-up) does to the wait for the next heartbeat."""
+    """Effect of a reload (a wake-up) on the wait for the next heartbeat."""
 
     # A normal interval: wait the reloaded interval from the same start.
     RETIME = "retime"
@@ -49,7 +49,7 @@ class HeartbeatLoop:
 
     ``wake`` is set on reload. ``on_rejected`` handles a rejected agent
     token (it registers again or degrades) and returns the next wait;
-    ``on_success`` is told of every heartbeat the API accepted.
+    ``on_success`` is called for every heartbeat the API accepted.
     """
 
     client: GarnetClient

@@ -12,7 +12,7 @@ from jibrild.backoff import Backoff
 from jibrild.logs import get_logger
 from jibrild.notify import Notifier
 
-# What one attempt sends: the project token and the registration body.
+# The project token and the registration body of one attempt.
 RegistrationRequest = tuple[SecretStr, Mapping[str, object]]
 
 

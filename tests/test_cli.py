@@ -102,7 +102,7 @@ def test_detect_prints_body(
 def test_status_unregistered_exits_3(
     files: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without an agent token on disk, status says so and exits 3."""
+    """Without an agent token on disk, status reports it and exits 3."""
     code = main(["status", *files])
 
     out = capsys.readouterr().out
