@@ -144,10 +144,6 @@ class AgentTokenHolder:
         get_logger().warning(
             "agent token rejected; registering again", status=error.status
         )
-        self._unconfirmed = True
-        self._next_registration = time.monotonic() + max(
-            settings.heartbeat_interval, self._registrations.next_delay()
-        )
         try:
             await self._register()
         except (
@@ -158,6 +154,12 @@ class AgentTokenHolder:
             return self._degraded(
                 error, "registering again failed", f"{failure}; then reload"
             )
+
+        # The new agent token is unconfirmed until a heartbeat succeeds.
+        self._unconfirmed = True
+        self._next_registration = time.monotonic() + max(
+            settings.heartbeat_interval, self._registrations.next_delay()
+        )
         return NextBeat(settings.heartbeat_interval)
 
     def _degraded(

@@ -62,6 +62,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     are not options are only counted, since one may be a pasted token."""
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
+    misplaced = [extra for extra in extras if extra in COMMANDS]
+    if misplaced:
+        command = misplaced[0]
+        parser.error(f"put the command first: jibrild {command} [options]")
     if extras:
         shown = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
         hidden = len(extras) - len(shown)

@@ -18,7 +18,7 @@ from jibrild.hostfacts import HostFacts, read_host_facts
 from jibrild.logs import configure_logs, get_logger, remember_project_token
 from jibrild.notify import Notifier
 from jibrild.registration import Registrar
-from jibrild.reload import RESTART_FIELDS, SettingsReloader
+from jibrild.reload import RESTART_FIELDS, SettingsReloader, setting_key
 from jibrild.settings import LoadedSettings, Settings
 from jibrild.tokenstore import TokenStore
 
@@ -78,6 +78,7 @@ class Daemon:
             self.notifier.stopping(self.notifier.status if exit_code else "stopping")
             stop.cancel()
             cancelled = await _cancel(main, watchdog)
+            self._ignore_stop_signals()
             self.store.unlock()
             self.notifier.close()
             log.info("stopped", cancelled_tasks=cancelled)
@@ -172,6 +173,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self._reload)
 
+    def _ignore_stop_signals(self) -> None:
+        """Once shut down, a late stop signal has nothing left to force."""
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+            signal.signal(number, signal.SIG_IGN)
+
     def _request_stop(self, name: str) -> None:
         self._signals += 1
         if self._signals > 1:
@@ -190,6 +198,7 @@ class Daemon:
             loaded = self.reloader.load()
         except SettingsError as error:
             log.error("reload failed; keeping the previous settings", error=str(error))
+            self.notifier.set_status(f"reload failed, previous settings kept: {error}")
             self._reloaded()
             return
 
@@ -197,14 +206,17 @@ class Daemon:
         for warning in loaded.warnings:
             log.warning(warning)
         for name in sorted(RESTART_FIELDS.intersection(changed)):
-            log.warning("setting changed; restart to apply it", setting=name)
+            log.warning(
+                "setting changed; restart to apply it", setting=setting_key(name)
+            )
         if "labels" in changed:
             log.info("labels changed; they are sent at the next registration")
         remember_project_token(loaded.settings)
         self.settings = loaded.settings
         self.origins = loaded.origins
         configure_logs(self.settings.log_level, self.environ)
-        log.info("settings reloaded", changed=",".join(changed) or "nothing")
+        names = ",".join(setting_key(name) for name in changed)
+        log.info("settings reloaded", changed=names or "nothing")
         self.wake.set()
         self._reloaded()
 

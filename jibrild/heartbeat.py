@@ -86,7 +86,8 @@ class HeartbeatLoop:
                 next_attempt_in=format_delay(delay),
             )
             self.notifier.set_status(
-                f"heartbeat failing ({self.failures} attempts): {error}"
+                f"heartbeat failing: attempt {self.failures} failed ({error}); "
+                f"next attempt in {format_delay(delay)}"
             )
             return NextBeat(delay, OnWake.KEEP)
         except AgentTokenRejectedError as error:

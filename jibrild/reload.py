@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jibrild.settings import LoadedSettings, Settings, load_settings
 from jibrild.sources.env_file import read_env_file
+from jibrild.sources.keys import KEYS_BY_FIELD
 
 # Settings the running daemon cannot change in place: they decide which API
 # and which token it holds, so a restart applies them.
@@ -66,3 +67,8 @@ def _env_file_values(path: Path | None) -> dict[str, str]:
         return read_env_file(path)
     except Exception:
         return {}
+
+
+def setting_key(field_name: str) -> str:
+    """Return the YAML key operators know a settings field by."""
+    return f"run-time.{KEYS_BY_FIELD[field_name].yaml_key}"

@@ -169,3 +169,13 @@ def test_unknown_values_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
     assert 2 == exited.value.code
     assert "unrecognized arguments: --bogus, 1 more value(s) not shown" in err
     assert "pasted-secret-value" not in err
+
+
+def test_command_after_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """A command written after the options is named in the error."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", "/dev/null", "config"])
+
+    err = capsys.readouterr().err
+    assert 2 == exited.value.code
+    assert "jibrild: error: put the command first: jibrild config [options]" in err

@@ -341,7 +341,7 @@ def test_sighup_reloads_interval(agent: Agent, api: LocalGarnet) -> None:
     _wait_heartbeats(api, daemon, 2)
     daemon.stop()
 
-    assert "INFO: settings reloaded changed=heartbeat_interval" == line
+    assert "INFO: settings reloaded changed=run-time.heartbeat-interval" == line
 
 
 def test_sighup_with_bad_settings_keeps_old(agent: Agent) -> None:
@@ -355,7 +355,9 @@ def test_sighup_with_bad_settings_keeps_old(agent: Agent) -> None:
     alive = daemon.process.poll() is None
     code = daemon.stop()
 
+    status = daemon.wait_for_message("reload failed")
     assert line.startswith("ERROR: reload failed; keeping the previous settings")
+    assert status.startswith("STATUS=reload failed, previous settings kept: ")
     assert alive
     assert 0 == code
 
@@ -534,7 +536,7 @@ def test_heartbeat_failure_and_recovery(agent: Agent, api: LocalGarnet) -> None:
     daemon.stop()
 
     assert failed.startswith("WARNING: heartbeat failed attempt=1 error=")
-    assert "STATUS=heartbeat failing (1 attempts): HTTP 503" in status
+    assert "STATUS=heartbeat failing: attempt 1 failed (HTTP 503" in status
     assert "INFO: heartbeat recovered failed_attempts=2" == recovered
 
 
@@ -574,8 +576,8 @@ def test_reload_fixes_project_token(agent: Agent, api: LocalGarnet) -> None:
 
 
 def test_failed_reregistration_degrades(agent: Agent, api: LocalGarnet) -> None:
-    """When registering again is refused, the daemon keeps running and
-    says what to fix instead of exiting."""
+    """When registering again is refused, the daemon keeps running, logs
+    what to fix, and registers at once when a reload fixes it."""
     agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
     agent.env_file.write_text(f"GARNET_API_TOKEN={PROJECT_TOKEN}\n")
     agent.env_file.chmod(0o600)
@@ -588,8 +590,13 @@ def test_failed_reregistration_degrades(agent: Agent, api: LocalGarnet) -> None:
 
     error = daemon.wait_for_line("registering again failed")
     alive = daemon.process.poll() is None
+    agent.env_file.write_text(f"GARNET_API_TOKEN={PROJECT_TOKEN}\n")
+    daemon.signal(signal.SIGHUP)
+    _wait_for(lambda: len(_registrations(api)) == 3, daemon)
     code = daemon.stop()
 
     assert error.startswith("ERROR: registering again failed status=401 fix=")
     assert alive
+    assert "delaying the next registration" not in daemon.output()
+    assert 2 == daemon.output().count("INFO: agent registration complete")
     assert 0 == code
