@@ -20,20 +20,10 @@ from jibrild.api import (
     parse_retry_after,
 )
 from jibrild.errors import ProjectTokenRejectedError, RegistrationRejectedError
+from tests.samples import REGISTRATION_BODY
 
 PROJECT_TOKEN = SecretStr("test-project-token")
 T = TypeVar("T")
-
-BODY: dict[str, object] = {
-    "os": "linux",
-    "arch": "amd64",
-    "hostname": "web-1",
-    "version": "0.1.0",
-    "ip": "192.0.2.10",
-    "machine_id": "0123456789abcdef0123456789abcdef",
-    "kind": "vanilla",
-    "vanilla_context": {"job": "web-1", "runner_os": "Linux"},
-}
 
 
 @pytest.fixture
@@ -55,7 +45,9 @@ def _call(
 
 
 def _register(
-    url: str, body: dict[str, object] = BODY, token: SecretStr = PROJECT_TOKEN
+    url: str,
+    body: dict[str, object] = REGISTRATION_BODY,
+    token: SecretStr = PROJECT_TOKEN,
 ) -> Any:
     return _call(url, lambda client: client.register(token, body))
 
@@ -88,7 +80,7 @@ def test_register_sends_contract_request(api: LocalGarnet) -> None:
     assert "/api/v1/agents" == request["path"]
     assert ["X-Project-Token"] == list(request["credentials"])
     assert "Content-Type" in request["headers"]
-    assert BODY == request["body"]
+    assert REGISTRATION_BODY == request["body"]
 
 
 def test_register_under_path_prefix(tmp_path: Path) -> None:
@@ -101,7 +93,7 @@ def test_register_under_path_prefix(tmp_path: Path) -> None:
 
 def test_register_400_names_field(api: LocalGarnet) -> None:
     """A 400 is not retryable and its message carries the server's reason."""
-    body = {**BODY, "ip": "not-an-ip"}
+    body = {**REGISTRATION_BODY, "ip": "not-an-ip"}
 
     with pytest.raises(RegistrationRejectedError) as raised:
         _register(api.url, body)
@@ -232,7 +224,11 @@ def test_slow_answer_times_out(api: LocalGarnet) -> None:
     api.add_fault(path="/api/v1/agents", delay=3.0, times=1)
 
     with pytest.raises(TransientApiError) as raised:
-        _call(api.url, lambda client: client.register(PROJECT_TOKEN, BODY), 0.3)
+        _call(
+            api.url,
+            lambda client: client.register(PROJECT_TOKEN, REGISTRATION_BODY),
+            0.3,
+        )
 
     assert str(raised.value).endswith("timed out after 0.3s")
 

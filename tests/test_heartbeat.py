@@ -11,17 +11,7 @@ from garnet_local.testing import LocalGarnet
 from jibrild.api import AgentTokenRejectedError, GarnetClient
 from jibrild.heartbeat import HeartbeatLoop, NextBeat, OnWake, jittered
 from jibrild.notify import Notifier
-
-BODY: dict[str, object] = {
-    "os": "linux",
-    "arch": "amd64",
-    "hostname": "web-1",
-    "version": "0.1.0",
-    "ip": "192.0.2.10",
-    "machine_id": "0123456789abcdef0123456789abcdef",
-    "kind": "vanilla",
-    "vanilla_context": {"job": "web-1", "runner_os": "Linux"},
-}
+from tests.samples import REGISTRATION_BODY
 
 
 @pytest.fixture
@@ -45,7 +35,9 @@ async def _run_loop(
     """Run a loop, wake it once, and return the heartbeats sent before and
     after the wake."""
     async with GarnetClient(api.url, 5.0, "jibrild-test") as client:
-        registration = await client.register(SecretStr("test-project-token"), BODY)
+        registration = await client.register(
+            SecretStr("test-project-token"), REGISTRATION_BODY
+        )
         stop, wake = asyncio.Event(), asyncio.Event()
 
         async def rejected(_error: AgentTokenRejectedError) -> NextBeat:
