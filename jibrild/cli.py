@@ -67,11 +67,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         command = misplaced[0]
         parser.error(f"put the command first: jibrild {command} [options]")
     if extras:
-        shown = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
-        hidden = len(extras) - len(shown)
+        options = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
+        hidden = len(extras) - len(options)
         if hidden:
-            shown.append(f"{hidden} more value(s) not shown")
-        parser.error("unrecognized arguments: " + ", ".join(shown))
+            options.append(f"{hidden} more value(s) not shown")
+        parser.error("unrecognized arguments: " + ", ".join(options))
     return args
 
 

@@ -24,7 +24,7 @@ _MAX_TOKEN_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Identity:
-    """What the daemon remembers about its registration, besides the token."""
+    """Record of the daemon's registration, kept beside the agent token."""
 
     agent_id: str
     agent_kind: str
@@ -177,9 +177,9 @@ class TokenStore:
         if text is not None:
             return text
 
-        made = secrets.token_hex(16)
-        self._write_atomic(self.machine_id_path, made.encode() + b"\n")
-        return made
+        new_id = secrets.token_hex(16)
+        self._write_atomic(self.machine_id_path, new_id.encode() + b"\n")
+        return new_id
 
     def _load_identity(self, token: SecretStr) -> Identity | None:
         raw = self._read_private(self.record_path, "identity record")
@@ -202,46 +202,48 @@ class TokenStore:
             return None
         return identity
 
-    def _check_target(self, path: Path, what: str) -> None:
+    def _check_target(self, path: Path, description: str) -> None:
         try:
             mode = path.lstat().st_mode
         except FileNotFoundError:
             return
         except OSError as error:
             raise TokenStoreError(
-                f"cannot inspect {what} {path}: {error.strerror}"
+                f"cannot inspect {description} {path}: {error.strerror}"
             ) from None
 
         if stat.S_ISLNK(mode):
             raise TokenStoreError(
-                f"{what} {path} is a symbolic link; remove it, jibrild writes "
+                f"{description} {path} is a symbolic link; remove it, jibrild writes "
                 "only regular files in its state folder"
             )
         if not stat.S_ISREG(mode):
             raise TokenStoreError(
-                f"{what} {path} is not a regular file; remove it or set "
+                f"{description} {path} is not a regular file; remove it or set "
                 "api.agent-token-path"
             )
 
-    def _read_private(self, path: Path, what: str) -> bytes | None:
-        self._check_target(path, what)
+    def _read_private(self, path: Path, description: str) -> bytes | None:
+        self._check_target(path, description)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
         except OSError as error:
             raise TokenStoreError(
-                f"cannot read {what} {path}: {error.strerror}"
+                f"cannot read {description} {path}: {error.strerror}"
             ) from None
 
         with os.fdopen(fd, "rb") as file:
             mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
             if mode & 0o077:
-                self._tighten(file.fileno(), path, what, mode)
+                self._tighten(file.fileno(), path, description, mode)
             return file.read(_MAX_TOKEN_BYTES)
 
-    def _tighten(self, fd: int, path: Path, what: str, mode: int) -> None:
-        self.warnings.append(f"{what} {path} had mode {mode:04o}; setting it to 0600")
+    def _tighten(self, fd: int, path: Path, description: str, mode: int) -> None:
+        self.warnings.append(
+            f"{description} {path} had mode {mode:04o}; setting it to 0600"
+        )
         try:
             os.fchmod(fd, 0o600)
         except OSError as error:

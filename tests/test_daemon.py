@@ -48,6 +48,12 @@ class Agent:
         self.env_file.write_text("")
         self.processes: list[DaemonProcess] = []
 
+    def register_and_stop(self) -> None:
+        """Run the daemon until it has stored an agent token, then stop it."""
+        daemon = self.start()
+        daemon.wait_for_line("token stored at:")
+        daemon.stop()
+
     def run_args(self) -> list[str]:
         """Return the command line that runs the daemon on these files."""
         return [
@@ -131,9 +137,7 @@ def test_first_start_stores_token_privately(agent: Agent) -> None:
 
 def test_second_start_uses_stored_token(agent: Agent, api: LocalGarnet) -> None:
     """A restart uses the stored agent token and does not register again."""
-    first = agent.start()
-    first.wait_for_line("token stored at:")
-    first.stop()
+    agent.register_and_stop()
 
     second = agent.start(project_token=None)
     line = second.wait_for_line("using stored agent token")
@@ -161,9 +165,7 @@ def test_ready_after_registration(agent: Agent, api: LocalGarnet) -> None:
 
 def test_ready_with_stored_token(agent: Agent, api: LocalGarnet) -> None:
     """A start with a stored agent token is ready with the stored agent id."""
-    first = agent.start()
-    first.wait_for_line("token stored at:")
-    first.stop()
+    agent.register_and_stop()
 
     second = agent.start(project_token=None)
     ready = second.wait_for_message("READY=1")
@@ -250,9 +252,7 @@ def test_rejected_without_project_token_degrades(
 ) -> None:
     """With no project token, a rejected agent token is an error, not a crash."""
     agent.config.write_text("run-time:\n  heartbeat-interval: 1\n")
-    first = agent.start()
-    first.wait_for_line("token stored at:")
-    first.stop()
+    agent.register_and_stop()
     api.revoke(api.agents()[0]["id"])
 
     daemon = agent.start(project_token=None)
@@ -513,7 +513,7 @@ def test_registration_400_exits_65(agent: Agent, api: LocalGarnet) -> None:
 
 
 def test_failure_status_survives_stop(agent: Agent) -> None:
-    """The last STATUS= of a failed daemon says why, not 'stopping'."""
+    """The last STATUS= of a failed daemon gives the reason, not 'stopping'."""
     daemon = agent.start(project_token="wrong-project-token")
 
     daemon.wait()

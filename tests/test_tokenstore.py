@@ -189,10 +189,20 @@ def test_record_of_other_token_ignored(store: TokenStore) -> None:
     ] == store.warnings
 
 
-def test_corrupt_record_ignored(store: TokenStore) -> None:
-    """A record that is not valid JSON is ignored with a warning."""
+def _without_agent_id() -> str:
+    record = dataclasses.asdict(_identity())
+    del record["agent_id"]
+    return json.dumps(record)
+
+
+@pytest.mark.parametrize(
+    "record", ["{not json", "[]", _without_agent_id()], ids=["json", "list", "field"]
+)
+def test_invalid_record_ignored(store: TokenStore, record: str) -> None:
+    """A record that is not valid JSON, not an object, or lacks a field is
+    ignored with a warning, and the token still loads."""
     store.save(TOKEN, _identity())
-    store.record_path.write_text("{not json")
+    store.record_path.write_text(record)
 
     loaded = store.load()
 
@@ -275,19 +285,3 @@ def test_record_with_extra_field_loads(store: TokenStore) -> None:
 
     assert loaded is not None
     assert _identity() == loaded.identity
-
-
-def test_record_missing_field_ignored(store: TokenStore) -> None:
-    """A record without one of its fields is ignored with a warning."""
-    store.save(TOKEN, _identity())
-    record = dataclasses.asdict(_identity())
-    del record["agent_id"]
-    store.record_path.write_text(json.dumps(record))
-
-    loaded = store.load()
-
-    assert loaded is not None
-    assert loaded.identity is None
-    assert [
-        f"identity record {store.record_path} is not valid; ignoring it"
-    ] == store.warnings

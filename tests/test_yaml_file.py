@@ -440,7 +440,7 @@ def test_default_path_device() -> None:
 
 
 def test_syntax_error_hides_token_line(tmp_path: Path) -> None:
-    """A syntax error does not quote the line that holds the token."""
+    """A syntax error does not quote the line that contains the token."""
     path = tmp_path / "config.yaml"
 
     message = yaml_error(path, 'run-time:\n  api:\n    token: "s3cr3t-value\n')
