@@ -6,13 +6,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint check venv clean
+.PHONY: run test test-systemd lint check venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# Boots a Debian rootfs with systemd as PID 1 (systemd-nspawn) and checks
+# jibril.service in it; needs root. The rootfs is cached in SYSTEMD_CACHE.
+SYSTEMD_CACHE ?= $(CURDIR)/.cache/systemd
+
+test-systemd: $(INSTALLED)
+	PYTHON=$(CURDIR)/$(BIN)/python tests/systemd/build-rootfs $(SYSTEMD_CACHE)
+	JIBRIL_SYSTEMD_CACHE=$(SYSTEMD_CACHE) $(BIN)/python -m pytest tests/systemd
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -32,4 +40,4 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .run .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

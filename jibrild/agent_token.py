@@ -20,6 +20,13 @@ from jibrild.errors import (
 )
 from jibrild.heartbeat import NextBeat, OnWake
 from jibrild.hostfacts import HostFacts
+from jibrild.journal import (
+    AGENT_TOKEN_REJECTED,
+    IDENTITY_RESET,
+    REGISTRATION_COMPLETE,
+    REREGISTRATION,
+    event,
+)
 from jibrild.logs import get_logger, remember_secret
 from jibrild.registration import Registrar, RegistrationRequest, format_delay
 from jibrild.registration_body import build_registration_body
@@ -93,8 +100,12 @@ class AgentTokenHolder:
                 f"set; {_HOW_TO_SET_PROJECT}"
             )
         if stored is not None:
-            get_logger().warning("registering again", reason=reason)
-        await self._register()
+            get_logger().warning(
+                "registering again",
+                reason=reason,
+                journal=event(IDENTITY_RESET, previous_agent_id=self._id_of(stored)),
+            )
+        await self._register(self._id_of(stored) if stored else None)
         return self.token is not None
 
     def current(self) -> SecretStr:
@@ -137,15 +148,18 @@ class AgentTokenHolder:
                 "delaying the next registration",
                 status=error.status,
                 next_attempt_in=format_delay(wait),
+                journal=self._rejected_event(),
             )
             self.on_status(f"{error}; next registration in {format_delay(wait)}")
             return NextBeat(wait, OnWake.KEEP)
 
         get_logger().warning(
-            "agent token rejected; registering again", status=error.status
+            "agent token rejected; registering again",
+            status=error.status,
+            journal=self._rejected_event(),
         )
         try:
-            await self._register()
+            await self._register(self.agent_id())
         except (
             ProjectTokenRejectedError,
             RegistrationRejectedError,
@@ -166,7 +180,9 @@ class AgentTokenHolder:
         self, error: AgentTokenRejectedError, message: str, fix: str
     ) -> NextBeat:
         """Keep running without a usable agent token, and log why."""
-        get_logger().error(message, status=error.status, fix=fix)
+        get_logger().error(
+            message, status=error.status, fix=fix, journal=self._rejected_event()
+        )
         self.on_status(f"{message} (HTTP {error.status}); {fix}")
         interval = self.settings().heartbeat_interval
         return NextBeat(max(interval, DEGRADED_RETRY_SECONDS), OnWake.BEAT)
@@ -209,7 +225,8 @@ class AgentTokenHolder:
         )
         return settings.project_token, body
 
-    async def _register(self) -> None:
+    async def _register(self, previous_agent_id: str | None) -> None:
+        """Register; ``previous_agent_id`` names the agent this one replaces."""
         try:
             registration = await self.registrar.register(self._request)
         except ProjectTokenRejectedError as error:
@@ -229,17 +246,42 @@ class AgentTokenHolder:
         )
         self._hold(registration.agent_token, identity, stored=False)
         self._store_held()
-        self._log_registration()
+        self._log_registration(previous_agent_id)
 
-    def _log_registration(self) -> None:
-        # These lines and their order are what operators grep for.
+    def _log_registration(self, previous_agent_id: str | None) -> None:
+        # These lines and their order are what operators grep for; the
+        # journal fields ride on them where the journal is there.
         log = get_logger()
-        log.info("agent registration complete")
+        log.info(
+            "agent registration complete",
+            journal=event(
+                REGISTRATION_COMPLETE,
+                agent_id=self.agent_id(),
+                agent_kind=self.runtime.agent_kind,
+                runtime_environment=self.runtime.name,
+                api_url=self._api_url(),
+            ),
+        )
         log.info(f"agent kind: {self.runtime.agent_kind}")
         if self.stored:
             log.info(f"token stored at: {self.store.token_path}")
-        log.info("registered", agent_id=self.agent_id())
+        if previous_agent_id is None:
+            log.info("registered", agent_id=self.agent_id())
+        else:
+            log.info(
+                "registered again",
+                agent_id=self.agent_id(),
+                previous_agent_id=previous_agent_id,
+                journal=event(REREGISTRATION),
+            )
         self.on_status(self.status())
+
+    def _rejected_event(self) -> dict[str, str]:
+        return event(AGENT_TOKEN_REJECTED, agent_id=self.agent_id())
+
+    @staticmethod
+    def _id_of(stored: StoredToken) -> str:
+        return stored.identity.agent_id if stored.identity else "unknown"
 
     def _hold(self, token: SecretStr, identity: Identity | None, stored: bool) -> None:
         remember_secret(token.get_secret_value())

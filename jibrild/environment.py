@@ -145,9 +145,15 @@ def detect_container_engine(root: Path, environ: Mapping[str, str]) -> str | Non
     """Return the container engine this process runs under, or None on a host.
 
     The `container=` variable wins because the engine or init system sets it
-    on purpose. Marker files and cgroup paths come next.
+    on purpose; systemd keeps the value it found in /run/systemd/container,
+    which a sandboxed service can read when PID 1's environment is hidden
+    from it. Marker files and cgroup paths come next.
     """
-    variable = environ.get("container") or _read_pid1_container_variable(root)
+    variable = (
+        environ.get("container")
+        or _read_pid1_container_variable(root)
+        or _read_systemd_container_file(root)
+    )
     if variable:
         return _engine_from_variable(variable)
 
@@ -174,6 +180,13 @@ def _read_pid1_container_variable(root: Path) -> str | None:
         if entry.startswith(b"container="):
             return entry.removeprefix(b"container=").decode(errors="replace")
     return None
+
+
+def _read_systemd_container_file(root: Path) -> str | None:
+    try:
+        return (root / "run/systemd/container").read_text(errors="replace").strip()
+    except OSError:
+        return None
 
 
 def _engine_from_variable(value: str) -> str:

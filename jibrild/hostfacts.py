@@ -46,7 +46,7 @@ _RTF_REJECT = 0x0200
 _SIOCGIFADDR = 0x8915
 _IFNAMSIZ = 16
 
-# Scope and flag bits of /proc/net/if_inet6 (linux/if_addr.h).
+# Scope and flag bits of /proc/self/net/if_inet6 (linux/if_addr.h).
 _SCOPE_GLOBAL = 0x00
 _IFA_F_TEMPORARY = 0x01
 _IFA_F_UNUSABLE = 0x08 | 0x20 | 0x40  # DADFAILED, DEPRECATED, TENTATIVE
@@ -66,7 +66,7 @@ class HostFacts:
 
 @dataclass(frozen=True)
 class Route:
-    """One IPv4 or IPv6 route from /proc/net/route or /proc/net/ipv6_route."""
+    """One IPv4 or IPv6 route from /proc/self/net/route or /proc/self/net/ipv6_route."""
 
     interface: str
     destination: ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -168,11 +168,12 @@ def find_primary_ip(
     """Return the address of the default route's interface, and fallback notes.
 
     IPv4 comes first and IPv6 second. Without a default route the loopback
-    address is returned. The routing tables are read, so no packet is sent.
+    address is returned. The routing tables are read, so no packet is sent,
+    from /proc/self/net: a service with ProcSubset=pid has no /proc/net.
     """
     notes: list[str] = []
 
-    interface = default_route_interface(_read_text(root / "proc/net/route"), 4)
+    interface = default_route_interface(_read_text(root / "proc/self/net/route"), 4)
     if interface is not None:
         address = _valid_ip(interface_address(interface))
         if address is not None:
@@ -181,10 +182,12 @@ def find_primary_ip(
             f"interface {interface} of the IPv4 default route has no IPv4 address"
         )
 
-    ipv6_routes = _read_text(root / "proc/net/ipv6_route")
+    ipv6_routes = _read_text(root / "proc/self/net/ipv6_route")
     interface = default_route_interface(ipv6_routes, 6)
     if interface is not None:
-        address = global_ipv6_address(_read_text(root / "proc/net/if_inet6"), interface)
+        address = global_ipv6_address(
+            _read_text(root / "proc/self/net/if_inet6"), interface
+        )
         if address is not None:
             return address, tuple(notes)
         notes.append(
@@ -218,7 +221,7 @@ def _valid_ip(address: str | None) -> str | None:
 def default_route_interface(routes_text: str, version: int) -> str | None:
     """Return the interface of the lowest-metric default route, if there is one.
 
-    `routes_text` is /proc/net/route for `version` 4 or /proc/net/ipv6_route
+    `routes_text` is /proc/self/net/route for `version` 4 or /proc/self/net/ipv6_route
     for 6.
     """
     if version == 4:
@@ -233,7 +236,7 @@ def default_route_interface(routes_text: str, version: int) -> str | None:
 
 
 def parse_ipv4_routes(text: str) -> list[Route]:
-    """Parse /proc/net/route, skipping its header and any malformed line.
+    """Parse /proc/self/net/route, skipping its header and any malformed line.
 
     Addresses are hex of the 32-bit value in host byte order, so on a
     little-endian machine 192.0.2.1 reads "010200C0". The metric is decimal.
@@ -273,7 +276,7 @@ def _ipv4_from_hex(value: str) -> ipaddress.IPv4Address:
 
 
 def parse_ipv6_routes(text: str) -> list[Route]:
-    """Parse /proc/net/ipv6_route, which has no header, skipping malformed lines.
+    """Parse /proc/self/net/ipv6_route, which has no header, skipping malformed lines.
 
     Addresses are hex in network byte order. Prefix length, metric and flags
     are hex too.
@@ -303,7 +306,7 @@ def _parse_ipv6_route(fields: list[str]) -> Route:
 
 
 def global_ipv6_address(if_inet6_text: str, interface: str) -> str | None:
-    """Return a usable global address of `interface` from /proc/net/if_inet6.
+    """Return a usable global address of `interface` from /proc/self/net/if_inet6.
 
     Tentative, deprecated and failed addresses are skipped. A stable address
     is preferred to a temporary privacy address.

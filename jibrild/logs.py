@@ -5,10 +5,15 @@ import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from pydantic import SecretStr
+
+from jibrild.journal import SOCKET_PATH as JOURNAL_SOCKET
+from jibrild.journal import JournalSocket, field_name
+from jibrild.journal import connect as connect_journal
 
 if TYPE_CHECKING:
     from jibrild.settings import Settings
@@ -100,6 +105,16 @@ def _format_value(value: object) -> str:
     return text
 
 
+def _line(level: str, event_dict: Mapping[str, Any]) -> str:
+    event = one_line(str(event_dict.get("event", "")))
+    fields = "".join(
+        f" {key}={_format_value(value)}"
+        for key, value in event_dict.items()
+        if key != "event"
+    )
+    return f"{level.upper()}: {event}{fields}"
+
+
 class LineRenderer:
     """Render ``LEVEL: message key=value``, with the syslog priority prefix
     when journald reads the stream (it adds its own timestamps)."""
@@ -111,33 +126,95 @@ class LineRenderer:
         self, _logger: object, method: str, event_dict: MutableMapping[str, Any]
     ) -> str:
         level = event_dict.pop("level", method)
-        event = one_line(str(event_dict.pop("event", "")))
-        fields = "".join(
-            f" {key}={_format_value(value)}" for key, value in event_dict.items()
-        )
-        line = f"{level.upper()}: {event}{fields}"
+        event_dict.pop("journal", None)
+        line = _line(level, event_dict)
         if self.journal:
             return f"<{_PRIORITIES.get(level, 6)}>{line}"
         return line
+
+
+class JournalRenderer:
+    """Render the fields of a journal entry: MESSAGE is the plain line, and
+    each key=value of it, plus a key event's ``journal=`` fields, becomes a
+    field of its own that journalctl can match."""
+
+    def __call__(
+        self, _logger: object, method: str, event_dict: MutableMapping[str, Any]
+    ) -> dict[str, dict[str, str]]:
+        level = event_dict.pop("level", method)
+        extra = event_dict.pop("journal", None) or {}
+        fields = {
+            "MESSAGE": _line(level, event_dict),
+            "PRIORITY": str(_PRIORITIES.get(level, 6)),
+            "SYSLOG_IDENTIFIER": "jibrild",
+        }
+        for key, value in event_dict.items():
+            if key != "event":
+                fields[field_name(key)] = str(value)
+        for name, value in extra.items():
+            fields[name] = mask_secrets(str(value))
+        return {"fields": fields}
+
+
+class JournalLogger:
+    """Send each entry to journald's socket; an entry it refuses is written
+    to the stream as a plain line instead, so nothing is lost."""
+
+    def __init__(self, journal: JournalSocket, stream: TextIO) -> None:
+        self._journal = journal
+        self._stream = stream
+
+    def msg(self, fields: Mapping[str, str]) -> None:
+        """Send one entry."""
+        if self._journal.send(fields):
+            return
+        self._stream.write(f"<{fields['PRIORITY']}>{fields['MESSAGE']}\n")
+        self._stream.flush()
+
+    debug = info = warning = error = critical = msg
+
+
+def _journal_logger(
+    journal: JournalSocket, stream: TextIO, *_args: object
+) -> JournalLogger:
+    return JournalLogger(journal, stream)
+
+
+# Opened once: configure_logs runs again at every reload.
+_journal: JournalSocket | None = None
+
+
+def _journal_socket(path: str) -> JournalSocket | None:
+    global _journal  # noqa: PLW0603 - one socket for the life of the process
+    if _journal is None:
+        _journal = connect_journal(path)
+    return _journal
 
 
 def configure_logs(
     level: str = "info",
     environ: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
+    journal_path: str = JOURNAL_SOCKET,
 ) -> None:
     """Configure structlog for the whole process; call again to change the
-    level (on reload)."""
+    level (on reload).
+
+    Under systemd with the journal, entries go to journald's native socket
+    with fields of their own; elsewhere they are plain lines on ``stream``.
+    """
     stream = stream or sys.stderr
     journal = journal_is_stderr(os.environ if environ is None else environ, stream)
+    native = _journal_socket(journal_path) if journal else None
+
+    renderer: Any = JournalRenderer() if native else LineRenderer(journal)
+    factory: Any = structlog.WriteLoggerFactory(stream)
+    if native is not None:
+        factory = partial(_journal_logger, native, stream)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            redact,
-            LineRenderer(journal),
-        ],
+        processors=[structlog.processors.add_log_level, redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(stream),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
 

@@ -440,6 +440,8 @@ def test_kubernetes_needs_service_host(tmp_path: Path) -> None:
             {},
             "systemd-nspawn",
         ),
+        ({"run/systemd/container": "systemd-nspawn\n"}, {}, "systemd-nspawn"),
+        ({"run/systemd/container": "lxc\n"}, {}, "lxc"),
         ({"proc/1/cgroup": "12:memory:/docker/" + "0f" * 32 + "\n"}, {}, "docker"),
         (
             {"proc/1/cgroup": "0::/system.slice/docker-" + "0f" * 32 + ".scope\n"},
@@ -539,6 +541,17 @@ def test_pid1_environ_unreadable(tmp_path: Path) -> None:
     engine = detect_container_engine(tmp_path, {})
 
     assert engine == "podman"
+
+
+def test_systemd_container_file_when_pid1_hidden(tmp_path: Path) -> None:
+    """With PID 1's environment hidden (ProtectProc=invisible), systemd's
+    own record of the container manager still names the engine."""
+    (tmp_path / "proc/1/environ").mkdir(parents=True)
+    write(tmp_path, "run/systemd/container", "systemd-nspawn\n")
+
+    engine = detect_container_engine(tmp_path, {})
+
+    assert engine == "systemd-nspawn"
 
 
 @pytest.mark.parametrize("override", ["vanilla", "container", "kubernetes", "github"])

@@ -21,7 +21,7 @@ from jibrild.hostfacts import (
     read_machine_id,
 )
 
-# /proc/net/route as a little-endian kernel writes it, padding included.
+# /proc/self/net/route as a little-endian kernel writes it, padding included.
 # wlan0 and eth0 both have a default route, and eth0's metric is lower.
 IPV4_ROUTES = (
     "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU"
@@ -38,7 +38,7 @@ IPV4_ROUTES = (
 
 IPV4_HEADER_ONLY = IPV4_ROUTES.splitlines(keepends=True)[0]
 
-# /proc/net/ipv6_route with a default route on eth0 and the kernel's reject
+# /proc/self/net/ipv6_route with a default route on eth0 and the kernel's reject
 # default route on lo, which has no RTF_UP flag.
 IPV6_ROUTES = (
     "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
@@ -49,7 +49,7 @@ IPV6_ROUTES = (
     "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
 )
 
-# /proc/net/if_inet6: address, ifindex, prefix length, scope, flags, name.
+# /proc/self/net/if_inet6: address, ifindex, prefix length, scope, flags, name.
 IF_INET6 = (
     "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n"
     "20010db8000000000000000000000099 04 40 00 01     eth0\n"
@@ -196,7 +196,7 @@ def test_global_ipv6_address_skips_unusable() -> None:
 
 def test_primary_ip_from_ipv4_route(tmp_path: Path) -> None:
     """The address of the IPv4 default route's interface is the primary IP."""
-    write(tmp_path, "proc/net/route", IPV4_ROUTES)
+    write(tmp_path, "proc/self/net/route", IPV4_ROUTES)
     interfaces = FakeInterfaces({"eth0": "192.0.2.10", "wlan0": "192.168.100.7"})
 
     ip, notes = find_primary_ip(tmp_path, interfaces)
@@ -208,9 +208,9 @@ def test_primary_ip_from_ipv4_route(tmp_path: Path) -> None:
 
 def test_primary_ip_ipv6_only(tmp_path: Path) -> None:
     """Without an IPv4 default route the IPv6 one gives the address."""
-    write(tmp_path, "proc/net/route", IPV4_HEADER_ONLY)
-    write(tmp_path, "proc/net/ipv6_route", IPV6_ROUTES)
-    write(tmp_path, "proc/net/if_inet6", IF_INET6)
+    write(tmp_path, "proc/self/net/route", IPV4_HEADER_ONLY)
+    write(tmp_path, "proc/self/net/ipv6_route", IPV6_ROUTES)
+    write(tmp_path, "proc/self/net/if_inet6", IF_INET6)
     interfaces = FakeInterfaces({})
 
     ip, notes = find_primary_ip(tmp_path, interfaces)
@@ -222,9 +222,9 @@ def test_primary_ip_ipv6_only(tmp_path: Path) -> None:
 
 def test_primary_ip_ipv4_interface_without_address(tmp_path: Path) -> None:
     """An IPv4 default route on an interface without IPv4 falls back to IPv6."""
-    write(tmp_path, "proc/net/route", IPV4_ROUTES)
-    write(tmp_path, "proc/net/ipv6_route", IPV6_ROUTES)
-    write(tmp_path, "proc/net/if_inet6", IF_INET6)
+    write(tmp_path, "proc/self/net/route", IPV4_ROUTES)
+    write(tmp_path, "proc/self/net/ipv6_route", IPV6_ROUTES)
+    write(tmp_path, "proc/self/net/if_inet6", IF_INET6)
 
     ip, notes = find_primary_ip(tmp_path, FakeInterfaces({"eth0": "not-an-ip"}))
 
@@ -244,8 +244,8 @@ def test_primary_ip_no_route(tmp_path: Path) -> None:
 
 def test_primary_ip_ipv6_without_global(tmp_path: Path) -> None:
     """An IPv6 default route on an interface with no global address is noted."""
-    write(tmp_path, "proc/net/ipv6_route", IPV6_ROUTES)
-    write(tmp_path, "proc/net/if_inet6", IF_INET6.splitlines()[0] + "\n")
+    write(tmp_path, "proc/self/net/ipv6_route", IPV6_ROUTES)
+    write(tmp_path, "proc/self/net/if_inet6", IF_INET6.splitlines()[0] + "\n")
 
     ip, notes = find_primary_ip(tmp_path, FakeInterfaces({}))
 
@@ -330,7 +330,7 @@ def test_host_facts_from_tree(tmp_path: Path) -> None:
     """read_host_facts combines the files under root with the lookup."""
     write(tmp_path, "proc/sys/kernel/hostname", "db-7\n")
     write(tmp_path, "etc/machine-id", "a" * 32 + "\n")
-    write(tmp_path, "proc/net/route", IPV4_ROUTES)
+    write(tmp_path, "proc/self/net/route", IPV4_ROUTES)
 
     facts = read_host_facts(
         tmp_path, interface_address=FakeInterfaces({"eth0": "192.0.2.10"})

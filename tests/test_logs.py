@@ -17,7 +17,10 @@ def _reset_structlog() -> None:
 
 
 def _log_to(stream: io.TextIOBase | object, environ: dict[str, str]) -> None:
-    configure_logs("debug", environ, stream)  # type: ignore[arg-type]
+    # No journald socket: these tests are about the stream's lines.
+    configure_logs(  # type: ignore[arg-type]
+        "debug", environ, stream, journal_path="/nonexistent/journal/socket"
+    )
 
 
 def test_plain_line_format() -> None:

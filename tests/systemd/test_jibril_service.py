@@ -1,0 +1,342 @@
+"""jibril.service under a real systemd: each test does what an operator
+does at a root shell (systemctl, journalctl, editing /etc/default/jibril)
+and checks what they would see.
+
+The tests share one booted machine and run in file order; each one starts
+from the state it sets up itself.
+"""
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from garnet_local.testing import LocalGarnet
+from garnet_local.tokens import fingerprint
+from jibrild.journal import REGISTRATION_COMPLETE, REREGISTRATION
+from tests.systemd.harness import CREDENTIAL_PROJECT_TOKEN, PROJECT_TOKEN, REPORT
+from tests.systemd.machine import Machine
+
+SEED_LINES = [
+    "INFO: detected runtime environment: container engine=systemd-nspawn",
+    "INFO: agent registration complete",
+    "INFO: agent kind: vanilla",
+    "INFO: token stored at: /var/lib/jibril/agent.token",
+]
+DROP_IN = "/etc/systemd/system/jibril.service.d/harness.conf"
+EXPOSURE_LIMIT = 1.5
+EXPOSURE = re.compile(r"Overall exposure level for jibril\.service: ([\d.]+) (\w+)")
+WAIT_SECONDS = 60.0
+# A WatchdogSec= short enough for the watchdog tests to be quick.
+WATCHDOG_SECONDS = 3
+
+
+@pytest.fixture(autouse=True)
+def stopped_service(machine: Machine, garnet: LocalGarnet) -> Iterator[None]:
+    """Start each test with the service stopped, its state folder empty,
+    /etc/default/jibril pointing at the local API, and no drop-in."""
+    reset(machine)
+    configure(machine, garnet)
+    garnet.clear_faults()
+    yield
+    garnet.clear_faults()
+    machine.systemctl("stop", "jibril", check=False)
+
+
+def reset(machine: Machine) -> None:
+    machine.systemctl("stop", "jibril", check=False)
+    machine.systemctl("reset-failed", "jibril", check=False)
+    machine.shell(f"rm -rf /var/lib/jibril /var/lib/private/jibril {DROP_IN}")
+    machine.systemctl("daemon-reload")
+
+
+def configure(machine: Machine, garnet: LocalGarnet, **variables: str) -> None:
+    """Write /etc/default/jibril as the product page says: 0600, root."""
+    settings = {"GARNET_API_URL": garnet.url, "GARNET_API_TOKEN": PROJECT_TOKEN}
+    settings.update(variables)
+    text = "".join(f"{name}={value}\n" for name, value in settings.items() if value)
+    machine.write("/etc/default/jibril", text, mode=0o600)
+
+
+def drop_in(machine: Machine, *lines: str) -> None:
+    machine.write(DROP_IN, "[Service]\n" + "\n".join(lines) + "\n")
+    machine.systemctl("daemon-reload")
+
+
+def cursor(machine: Machine) -> str:
+    """Return the journal's position now, to read only what comes after."""
+    output = machine.run("journalctl", "--lines=0", "--show-cursor").stdout
+    return output.split("-- cursor: ", 1)[1].strip()
+
+
+def entries(machine: Machine, after: str, *matches: str) -> list[dict[str, object]]:
+    return machine.journal(f"--after-cursor={after}", "--unit=jibril", *matches)
+
+
+def wait_for_entry(machine: Machine, *matches: str) -> dict[str, object]:
+    """Return the one entry of the running daemon that matches, once
+    journald has written it: it takes datagrams at its own pace."""
+    invocation = machine.show("jibril", "InvocationID")
+    found: list[dict[str, object]] = []
+
+    def written() -> bool:
+        found[:] = machine.journal(f"_SYSTEMD_INVOCATION_ID={invocation}", *matches)
+        return bool(found)
+
+    wait_until(written, f"the journal has an entry with {matches}")
+    assert 1 == len(found), found
+    return found[0]
+
+
+def messages(machine: Machine, after: str) -> list[str]:
+    return [str(entry["MESSAGE"]) for entry in entries(machine, after)]
+
+
+def wait_for_message(machine: Machine, after: str, text: str) -> str:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        for message in messages(machine, after):
+            if text in message:
+                return message
+        time.sleep(0.2)
+    raise AssertionError(f"no journal line with {text!r}: {messages(machine, after)}")
+
+
+def wait_until(check: object, what: str) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def registrations(garnet: LocalGarnet) -> int:
+    return sum(
+        1
+        for request in garnet.requests()
+        if request["path"] == "/api/v1/agents" and request["status"] == 201
+    )
+
+
+def heartbeats(garnet: LocalGarnet) -> int:
+    return sum(
+        1
+        for request in garnet.requests()
+        if request["path"] == "/api/v1/agent_heartbeat" and request["status"] == 200
+    )
+
+
+def main_pid(machine: Machine) -> str:
+    return machine.show("jibril", "MainPID")
+
+
+def test_start_returns_after_ready(machine: Machine, garnet: LocalGarnet) -> None:
+    """`systemctl start` returns only once the daemon sent READY=1, which
+    comes after the registration, and `systemctl status` shows STATUS=."""
+    garnet.clear_requests()
+    # A slow registration: start must wait for it, not return at the fork.
+    garnet.add_fault(path="/api/v1/agents", method="POST", delay=2, times=1)
+
+    machine.systemctl("start", "jibril")
+
+    assert 1 == registrations(garnet)
+    assert "active" == machine.show("jibril", "ActiveState")
+    agent_id = garnet.agents()[-1]["id"]
+    status = machine.systemctl("status", "jibril", check=False)
+    assert f'Status: "registered as {agent_id}"' in status
+
+
+def test_journal_has_the_seed_lines(machine: Machine, garnet: LocalGarnet) -> None:
+    """The product page's four lines land in the journal with PRIORITY 6,
+    and `journalctl -u jibril | grep` finds the registration."""
+    after = cursor(machine)
+
+    machine.systemctl("start", "jibril")
+
+    wait_for_message(machine, after, SEED_LINES[-1])
+    found = machine.shell("journalctl -u jibril | grep 'agent registration complete'")
+    assert "jibrild" in found
+    seed = [e for e in entries(machine, after) if str(e["MESSAGE"]) in SEED_LINES]
+    assert SEED_LINES == [str(entry["MESSAGE"]) for entry in seed]
+    assert {"6"} == {entry["PRIORITY"] for entry in seed}
+
+
+def test_registration_has_a_message_id(machine: Machine, garnet: LocalGarnet) -> None:
+    """`journalctl -u jibril MESSAGE_ID=...` finds the registration, with
+    the agent id and kind as fields of their own."""
+    machine.systemctl("start", "jibril")
+
+    entry = wait_for_entry(machine, f"MESSAGE_ID={REGISTRATION_COMPLETE}")
+    agent_id = machine.run("jibrild", "status").stdout
+    found = machine.run(
+        "journalctl", "-u", "jibril", f"MESSAGE_ID={REGISTRATION_COMPLETE}", "-o", "cat"
+    ).stdout
+    assert "INFO: agent registration complete" in found.splitlines()
+    assert "INFO: agent registration complete" == entry["MESSAGE"]
+    assert entry["JIBRIL_AGENT_ID"] in agent_id
+    assert "vanilla" == entry["JIBRIL_AGENT_KIND"]
+    assert "jibril.service" == entry["_SYSTEMD_UNIT"]
+
+
+def test_agent_token_file_modes(machine: Machine) -> None:
+    """The agent token is a 0600 file in a 0700 folder."""
+    machine.systemctl("start", "jibril")
+
+    listing = machine.shell(
+        "stat -c '%a %U %n' /var/lib/jibril/ /var/lib/jibril/agent.token"
+    )
+
+    assert [
+        "700 root /var/lib/jibril/",
+        "600 root /var/lib/jibril/agent.token",
+    ] == listing.splitlines()
+
+
+def test_restart_does_not_register_again(machine: Machine, garnet: LocalGarnet) -> None:
+    """A restart uses the stored agent token."""
+    machine.systemctl("start", "jibril")
+    garnet.clear_requests()
+    after = cursor(machine)
+
+    machine.systemctl("restart", "jibril")
+
+    assert 0 == registrations(garnet)
+    wait_for_message(machine, after, "using stored agent token")
+
+
+def test_removed_token_registers_again(machine: Machine, garnet: LocalGarnet) -> None:
+    """The product page's re-registration: remove the token file, restart."""
+    machine.systemctl("start", "jibril")
+    garnet.clear_requests()
+    after = cursor(machine)
+
+    machine.shell("rm /var/lib/jibril/agent.token")
+    machine.systemctl("restart", "jibril")
+
+    assert 1 == registrations(garnet)
+    wait_for_message(machine, after, "agent registration complete")
+
+
+def test_new_api_url_applies_at_restart(
+    machine: Machine, garnet: LocalGarnet, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A new GARNET_API_URL in /etc/default/jibril takes effect at restart:
+    the stored agent token belongs to the old API, so the daemon registers
+    with the new one, and says so in the journal."""
+    machine.systemctl("start", "jibril")
+    tokens = {PROJECT_TOKEN: "write"}
+    with LocalGarnet(tmp_path_factory.mktemp("other"), project_tokens=tokens) as other:
+        after = cursor(machine)
+        configure(machine, garnet, GARNET_API_URL=other.url)
+
+        machine.systemctl("restart", "jibril")
+
+        assert 1 == registrations(other)
+        reason = wait_for_message(machine, after, "registering again")
+        assert "another API URL" in reason
+        entry = wait_for_entry(machine, f"MESSAGE_ID={REREGISTRATION}")
+        assert str(entry["MESSAGE"]).startswith("INFO: registered again")
+
+
+def test_reload_applies_a_new_interval(machine: Machine, garnet: LocalGarnet) -> None:
+    """`systemctl reload` applies a changed heartbeat interval in the same
+    process: beats that were an hour apart come every second."""
+    configure(machine, garnet, JIBRIL_HEARTBEAT_INTERVAL="3600")
+    machine.systemctl("start", "jibril")
+    pid = main_pid(machine)
+    after = cursor(machine)
+
+    configure(machine, garnet, JIBRIL_HEARTBEAT_INTERVAL="1")
+    machine.systemctl("reload", "jibril")
+
+    wait_for_message(machine, after, "settings reloaded")
+    garnet.clear_requests()
+    wait_until(lambda: heartbeats(garnet) >= 3, "three heartbeats arrive")
+    assert pid == main_pid(machine)
+    assert "0" == machine.show("jibril", "NRestarts")
+
+
+def test_watchdog_restarts_a_stopped_daemon(machine: Machine) -> None:
+    """A daemon frozen with SIGSTOP misses its pings and systemd restarts it."""
+    drop_in(machine, f"WatchdogSec={WATCHDOG_SECONDS}s")
+    machine.systemctl("start", "jibril")
+    pid = main_pid(machine)
+
+    machine.systemctl("kill", "--kill-whom=main", "--signal=SIGSTOP", "jibril")
+
+    wait_until(lambda: machine.show("jibril", "NRestarts") == "1", "a restart")
+    wait_until(lambda: machine.show("jibril", "ActiveState") == "active", "active")
+    assert pid != main_pid(machine)
+    log = machine.shell("journalctl -b --no-pager -u jibril | grep -i watchdog")
+    assert "watchdog timeout" in log.lower()
+
+
+def test_watchdog_spares_a_daemon_waiting_on_the_api(
+    machine: Machine, garnet: LocalGarnet
+) -> None:
+    """While the API stalls for longer than WatchdogSec, requests time out
+    and are retried, the event loop keeps pinging, and systemd leaves the
+    daemon alone."""
+    drop_in(machine, f"WatchdogSec={WATCHDOG_SECONDS}s")
+    configure(machine, garnet, JIBRIL_HEARTBEAT_INTERVAL="1", GARNET_API_TIMEOUT="1")
+    machine.systemctl("start", "jibril")
+    pid = main_pid(machine)
+    after = cursor(machine)
+
+    garnet.add_fault(path="/api/v1/agent_heartbeat", delay=30)
+    wait_for_message(machine, after, "heartbeat failed")
+    # The stall goes on for longer than the watchdog would wait.
+    time.sleep(WATCHDOG_SECONDS + 2)
+    garnet.clear_faults()
+    wait_for_message(machine, after, "heartbeat recovered")
+
+    assert pid == main_pid(machine)
+    assert "0" == machine.show("jibril", "NRestarts")
+
+
+def test_project_token_from_load_credential(
+    machine: Machine, garnet: LocalGarnet
+) -> None:
+    """A project token handed over with LoadCredential= registers the agent
+    when /etc/default/jibril has none."""
+    machine.write("/etc/jibril/garnet-api-token", CREDENTIAL_PROJECT_TOKEN, mode=0o600)
+    drop_in(machine, "LoadCredential=garnet-api-token:/etc/jibril/garnet-api-token")
+    configure(machine, garnet, GARNET_API_TOKEN="")
+    garnet.clear_requests()
+
+    machine.systemctl("start", "jibril")
+
+    [registration] = [r for r in garnet.requests() if r["path"] == "/api/v1/agents"]
+    assert 201 == registration["status"]
+    used = registration["credentials"]["X-Project-Token"]
+    assert fingerprint(CREDENTIAL_PROJECT_TOKEN) == used
+
+
+def test_stop_is_prompt_and_clean(machine: Machine) -> None:
+    """`systemctl stop` ends the daemon with exit 0 well within the stop
+    timeout (set to 5 s here, so a slow stop fails as a timeout)."""
+    drop_in(machine, "TimeoutStopSec=5s")
+    machine.systemctl("start", "jibril")
+
+    machine.systemctl("stop", "jibril")
+
+    assert "success" == machine.show("jibril", "Result")
+    assert "0" == machine.show("jibril", "ExecMainStatus")
+    assert "inactive" == machine.show("jibril", "ActiveState")
+
+
+def test_security_exposure(machine: Machine) -> None:
+    """`systemd-analyze security` scores the shipped unit at 1.5 or lower."""
+    output = machine.run(
+        "systemd-analyze", "security", "--no-pager", "jibril.service"
+    ).stdout
+
+    match = re.search(
+        r"Overall exposure level for jibril\.service: ([\d.]+) (\w+)", output
+    )
+    assert match is not None, output
+    REPORT["exposure"] = f"jibril.service exposure: {match[1]} {match[2]}"
+    assert float(match[1]) <= EXPOSURE_LIMIT, output
