@@ -1,6 +1,7 @@
 """Fixtures of the systemd harness: one booted machine and one local
 Garnet API on the host's loopback, shared by every test of the run."""
 
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from tests.systemd.machine import Machine
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = CHECKOUT / ".cache" / "systemd"
+HOST_LOCK = "/run/lock/jibril-test-systemd.lock"
 
 
 @pytest.fixture(scope="session")
@@ -26,12 +28,16 @@ def machine(cache_dir: Path) -> Iterator[Machine]:
     if not (rootfs / "usr/lib/jibril/bin/jibrild").exists():
         pytest.fail(f"no rootfs with jibrild at {rootfs}; run `make test-systemd`")
 
-    booted = Machine(rootfs, cache_dir / "console.log")
-    booted.boot()
-    try:
-        yield booted
-    finally:
-        booted.poweroff()
+    # Machines started with --keep-unit share the host's root cgroup and
+    # would trip over each other's, so runs from other checkouts wait here.
+    with open(HOST_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        booted = Machine(rootfs, cache_dir / "console.log")
+        booted.boot()
+        try:
+            yield booted
+        finally:
+            booted.poweroff()
 
 
 @pytest.fixture(scope="session")

@@ -295,6 +295,8 @@ def test_watchdog_spares_a_daemon_waiting_on_the_api(
 
     assert pid == main_pid(machine)
     assert "0" == machine.show("jibril", "NRestarts")
+    failed = [e for e in entries(machine, after) if "heartbeat failed" in e["MESSAGE"]]
+    assert {"4"} == {entry["PRIORITY"] for entry in failed}
 
 
 def test_project_token_from_load_credential(
