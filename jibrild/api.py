@@ -232,9 +232,17 @@ class GarnetClient:
                 f"request to {url} timed out after {self._timeout.total:g}s"
             ) from None
         except aiohttp.ClientConnectorCertificateError as error:
+            reason = getattr(error.certificate_error, "verify_message", "")
             raise TransientApiError(
-                f"TLS certificate of {error.host} not trusted; "
-                "for a private CA set api.ca-file or GARNET_API_CA_FILE"
+                f"TLS certificate of {error.host} not trusted"
+                f"{': ' + reason if reason else ''}; for a private CA set "
+                "GARNET_API_CA_FILE or run-time.api.ca-file to its PEM file"
+            ) from None
+        except aiohttp.ClientConnectorSSLError as error:
+            raise TransientApiError(
+                f"TLS handshake with {error.host}:{error.port} failed: "
+                f"{_tls_error_text(error.os_error)}; check that the API URL's "
+                "port serves https"
             ) from None
         except aiohttp.ClientConnectorError as error:
             raise TransientApiError(
@@ -267,13 +275,23 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
 
 
 def _os_error_text(error: OSError) -> str:
-    """Return the C library's text for an OSError, which asyncio's connect
-    errors carry only as errno."""
-    if error.strerror:
-        return error.strerror
+    """Return the C library's text for an OSError's errno, or its own text."""
+    # asyncio's strerror reads "Connect call failed (...)", which hides the
+    # reason that errno gives, such as "Connection refused".
     if error.errno:
         return os.strerror(error.errno)
-    return str(error)
+    if error.strerror:
+        return error.strerror
+    # A reset during the TLS handshake carries neither errno nor text.
+    return str(error) or type(error).__name__
+
+
+def _tls_error_text(error: OSError) -> str:
+    """Return OpenSSL's reason, such as 'wrong version number'."""
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.lower().replace("_", " ")
+    return _os_error_text(error)
 
 
 def _raise_unless(response: _Response, expected: tuple[int, ...]) -> None:

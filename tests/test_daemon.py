@@ -7,7 +7,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ from garnet_local.testing import LocalGarnet
 from jibrild import __version__
 from jibrild.environment import detect_runtime_environment
 from jibrild.hostfacts import read_host_facts
+from tests.agent import PROJECT_TOKEN, Agent, registrations, wait_for
 from tests.daemon_process import DaemonProcess, clean_environ
-
-PROJECT_TOKEN = "test-project-token"
 
 FIRST_START_LINES = [
     "INFO: detected runtime environment: {environment}",
@@ -26,65 +24,6 @@ FIRST_START_LINES = [
     "INFO: agent kind: {kind}",
     "INFO: token stored at: {path}",
 ]
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[LocalGarnet]:
-    """The local Garnet API in a state folder of its own."""
-    with LocalGarnet(tmp_path / "api") as server:
-        yield server
-
-
-class Agent:
-    """Paths and settings files of one daemon under test."""
-
-    def __init__(self, tmp_path: Path, api: LocalGarnet) -> None:
-        self.tmp_path = tmp_path
-        self.api = api
-        self.token_path = tmp_path / "state" / "agent.token"
-        self.config = tmp_path / "config.yaml"
-        self.env_file = tmp_path / "jibril.env"
-        self.config.write_text("run-time:\n  heartbeat-interval: 30\n")
-        self.env_file.write_text("")
-        self.processes: list[DaemonProcess] = []
-
-    def register_and_stop(self) -> None:
-        """Run the daemon until it has stored an agent token, then stop it."""
-        daemon = self.start()
-        daemon.wait_for_line("token stored at:")
-        daemon.stop()
-
-    def run_args(self) -> list[str]:
-        """Return the command line that runs the daemon on these files."""
-        return [
-            "run",
-            "--config",
-            str(self.config),
-            "--env-file",
-            str(self.env_file),
-            "--agent-token-path",
-            str(self.token_path),
-        ]
-
-    def start(
-        self, project_token: str | None = PROJECT_TOKEN, **extra: str
-    ) -> DaemonProcess:
-        """Start the daemon with the API URL and, if given, a project token."""
-        environ = clean_environ(GARNET_API_URL=self.api.url, **extra)
-        if project_token is not None:
-            environ["GARNET_API_TOKEN"] = project_token
-        process = DaemonProcess(self.tmp_path, self.run_args(), environ)
-        self.processes.append(process)
-        return process
-
-
-@pytest.fixture
-def agent(tmp_path: Path, api: LocalGarnet) -> Iterator[Agent]:
-    """A daemon's settings, pointed at the local API."""
-    agent = Agent(tmp_path, api)
-    yield agent
-    for process in agent.processes:
-        process.close()
 
 
 def _expected_first_start_lines(token_path: Path) -> list[str]:
@@ -100,14 +39,6 @@ def _expected_first_start_lines(token_path: Path) -> list[str]:
         FIRST_START_LINES[1],
         FIRST_START_LINES[2].format(kind=runtime.agent_kind),
         FIRST_START_LINES[3].format(path=token_path),
-    ]
-
-
-def _registrations(api: LocalGarnet) -> list[dict[str, object]]:
-    return [
-        request
-        for request in api.requests()
-        if request["path"] == "/api/v1/agents" and request["method"] == "POST"
     ]
 
 
@@ -146,7 +77,7 @@ def test_second_start_uses_stored_token(agent: Agent, api: LocalGarnet) -> None:
     assert f"path={agent.token_path}" in line
     assert "INFO: detected runtime environment: " in second.output()
     assert "agent registration complete" not in second.output()
-    assert 1 == len(_registrations(api))
+    assert 1 == len(registrations(api))
     assert 0 == code
 
 
@@ -181,7 +112,7 @@ def test_registration_body_matches_contract(agent: Agent, api: LocalGarnet) -> N
     daemon.wait_for_line("token stored at:")
     daemon.stop()
 
-    [request] = _registrations(api)
+    [request] = registrations(api)
     body = request["body"]
     assert isinstance(body, dict)
     kind = body["kind"]
@@ -229,7 +160,7 @@ def test_rejected_agent_token_registers_again(
     getattr(api, action)(api.agents()[0]["id"])
 
     rejected = daemon.wait_for_line("agent token rejected")
-    _wait_for(lambda: len(_registrations(api)) == 2, daemon)
+    wait_for(lambda: len(registrations(api)) == 2, daemon)
     daemon.stop()
 
     assert f"WARNING: agent token rejected; registering again status={status}" == (
@@ -237,14 +168,6 @@ def test_rejected_agent_token_registers_again(
     )
     assert 2 == daemon.output().count("INFO: agent registration complete")
     assert first_token != agent.token_path.read_text()
-
-
-def _wait_for(condition: object, daemon: DaemonProcess) -> None:
-    for _ in range(100):
-        if condition():  # type: ignore[operator]
-            return
-        daemon.pause(0.1)
-    raise AssertionError(daemon.output())
 
 
 def test_rejected_without_project_token_degrades(
@@ -380,10 +303,10 @@ def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
     daemon = agent.start()
     daemon.wait_for_line("token stored at:")
     first_token = agent.token_path.read_text().strip()
-    _wait_for(lambda: api.agents()[0]["heartbeats"] >= 1, daemon)
+    wait_for(lambda: api.agents()[0]["heartbeats"] >= 1, daemon)
     api.revoke(api.agents()[0]["id"])
     daemon.wait_for_line("registering again")
-    _wait_for(lambda: len(_registrations(api)) == 2, daemon)
+    wait_for(lambda: len(registrations(api)) == 2, daemon)
     daemon.stop()
     second_token = agent.token_path.read_text().strip()
 
@@ -414,11 +337,11 @@ def test_echoed_project_token_masked(agent: Agent, api: LocalGarnet) -> None:
 
 def test_watchdog_pings_from_loop(agent: Agent) -> None:
     """With WATCHDOG_USEC set, WATCHDOG=1 goes out every half of it."""
-    daemon = agent.start(WATCHDOG_USEC="400000")
+    daemon = agent.start(WATCHDOG_USEC="1000000")
     daemon.wait_for_line("token stored at:")
 
     daemon.wait_for_message("READY=1")
-    _wait_for(lambda: daemon.messages.count("WATCHDOG=1") >= 3, daemon)
+    wait_for(lambda: daemon.messages.count("WATCHDOG=1") >= 3, daemon)
     code = daemon.stop()
 
     assert 0 == code
@@ -472,10 +395,10 @@ def test_rejections_do_not_storm(agent: Agent, api: LocalGarnet) -> None:
 
     delaying = daemon.wait_for_line("delaying the next registration", timeout=10)
     time.sleep(3)
-    registrations = len(_registrations(api))
+    registration_count = len(registrations(api))
     daemon.stop()
 
-    assert 2 == registrations
+    assert 2 == registration_count
     assert delaying.startswith(
         "WARNING: agent token rejected again before any heartbeat succeeded; "
         "delaying the next registration status=401 next_attempt_in="
@@ -592,7 +515,7 @@ def test_failed_reregistration_degrades(agent: Agent, api: LocalGarnet) -> None:
     alive = daemon.process.poll() is None
     agent.env_file.write_text(f"GARNET_API_TOKEN={PROJECT_TOKEN}\n")
     daemon.signal(signal.SIGHUP)
-    _wait_for(lambda: len(_registrations(api)) == 3, daemon)
+    wait_for(lambda: len(registrations(api)) == 3, daemon)
     code = daemon.stop()
 
     assert error.startswith("ERROR: registering again failed status=401 fix=")
