@@ -148,6 +148,11 @@ def _wait_heartbeats(
     raise AssertionError(f"fewer than {count} heartbeats:\n{daemon.output()}")
 
 
+@pytest.mark.fault(
+    case=4,
+    behaviour="Heartbeat 401 (revoked) or 404 (deleted): the daemon registers again "
+    "with the project token and stores the new agent token.",
+)
 @pytest.mark.parametrize(("action", "status"), [("revoke", 401), ("delete", 404)])
 def test_rejected_agent_token_registers_again(
     agent: Agent, api: LocalGarnet, action: str, status: int
@@ -170,6 +175,11 @@ def test_rejected_agent_token_registers_again(
     assert first_token != agent.token_path.read_text()
 
 
+@pytest.mark.fault(
+    case=4,
+    behaviour="Rejected with no project token: ERROR line, STATUS= with the fix, the "
+    "daemon keeps running (no crash loop).",
+)
 def test_rejected_without_project_token_degrades(
     agent: Agent, api: LocalGarnet
 ) -> None:
@@ -194,6 +204,11 @@ def test_rejected_without_project_token_degrades(
     assert 0 == code
 
 
+@pytest.mark.fault(
+    case=1,
+    behaviour="503 at start: READY=1 after the first failure, a warning with attempt "
+    "and next_attempt_in, then registration once the API recovers.",
+)
 def test_api_down_at_start_retries(agent: Agent, api: LocalGarnet) -> None:
     """Transient failures are retried; READY=1 is sent after the first one."""
     api.add_fault(path="/api/v1/agents", status=503, times=2)
@@ -239,6 +254,11 @@ def test_no_token_at_all_exits_78(agent: Agent) -> None:
     ) in daemon.lines
 
 
+@pytest.mark.fault(
+    case=12,
+    behaviour="A second daemon on the same state folder exits 75 naming the first "
+    "one's PID.",
+)
 def test_second_daemon_refused(agent: Agent) -> None:
     """A second daemon on the same state folder exits 75 naming the first."""
     first = agent.start()
@@ -317,6 +337,11 @@ def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
     assert second_token not in output
 
 
+@pytest.mark.fault(
+    case=19,
+    behaviour="A server error that quotes the project token is masked in logs and "
+    "STATUS=.",
+)
 def test_echoed_project_token_masked(agent: Agent, api: LocalGarnet) -> None:
     """A server error that quotes the project token is logged and shown in
     STATUS= with the token masked and on one line."""
@@ -335,6 +360,11 @@ def test_echoed_project_token_masked(agent: Agent, api: LocalGarnet) -> None:
     assert "\nMAINPID" not in status
 
 
+@pytest.mark.fault(
+    case=2,
+    behaviour="With WATCHDOG_USEC set, WATCHDOG=1 goes out from the event loop every "
+    "half of it.",
+)
 def test_watchdog_pings_from_loop(agent: Agent) -> None:
     """With WATCHDOG_USEC set, WATCHDOG=1 goes out every half of it."""
     daemon = agent.start(WATCHDOG_USEC="1000000")
@@ -386,6 +416,11 @@ def _wait_for_file_text(path: Path, text: str) -> None:
     raise AssertionError(f"no {text!r} in {path}:\n{path.read_text()}")
 
 
+@pytest.mark.fault(
+    case=4,
+    behaviour="A path that rejects every agent token does not cause a registration at "
+    "every heartbeat.",
+)
 def test_rejections_do_not_storm(agent: Agent, api: LocalGarnet) -> None:
     """A heartbeat path that rejects every agent token does not make the
     daemon register at every beat."""
@@ -463,6 +498,11 @@ def test_heartbeat_failure_and_recovery(agent: Agent, api: LocalGarnet) -> None:
     assert "INFO: heartbeat recovered failed_attempts=2" == recovered
 
 
+@pytest.mark.fault(
+    case=11,
+    behaviour="SIGTERM while the registration request hangs: exit 0 at once, no agent "
+    "token left; the next start registers cleanly.",
+)
 def test_sigterm_during_registration(agent: Agent, api: LocalGarnet) -> None:
     """SIGTERM while the registration request hangs exits 0 at once and
     leaves no agent token behind."""
@@ -478,6 +518,12 @@ def test_sigterm_during_registration(agent: Agent, api: LocalGarnet) -> None:
     assert 0 == code
     assert elapsed < 5
     assert not agent.token_path.exists()
+
+    api.clear_faults()
+    again = agent.start()
+    again.wait_for_line("token stored at:")
+    assert 0 == again.stop()
+    assert 1 == again.output().count("INFO: agent registration complete")
 
 
 def test_reload_fixes_project_token(agent: Agent, api: LocalGarnet) -> None:
@@ -498,6 +544,11 @@ def test_reload_fixes_project_token(agent: Agent, api: LocalGarnet) -> None:
     assert 1 == len(api.agents())
 
 
+@pytest.mark.fault(
+    case=4,
+    behaviour="Registering again refused: degraded with the fix in the log, then "
+    "registers at once after a reload fixes the project token.",
+)
 def test_failed_reregistration_degrades(agent: Agent, api: LocalGarnet) -> None:
     """When registering again is refused, the daemon keeps running, logs
     what to fix, and registers at once when a reload fixes it."""

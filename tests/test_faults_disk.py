@@ -184,7 +184,7 @@ def test_disk_full_daemon_keeps_running(
 
 @pytest.mark.fault(
     case=11,
-    behaviour=f"kill -9 at random points of {KILL_ROUNDS} token writes: a "
+    behaviour="kill -9 at random points of 1,000 token writes: a "
     "starting daemon always finds the token absent or complete and valid, "
     "with no temporary file left.",
 )

@@ -36,6 +36,11 @@ def yaml_error(path: Path, text: str | bytes) -> str:
     return str(caught.value)
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="Jibril's default config with all its sections plus a run-time: section "
+    "loads.",
+)
 def test_default_config_with_run_time_loads(tmp_path: Path) -> None:
     """Jibril's default config plus a run-time section loads."""
     path = tmp_path / "config.yaml"
@@ -128,6 +133,10 @@ def test_unknown_top_level_log_level_ignored(tmp_path: Path) -> None:
     assert loaded.origins["log_level"] == "default"
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="An empty file or section gives the defaults.",
+)
 @pytest.mark.parametrize(
     "text", ["", "# only a comment\n", "---\n", "run-time:\n", "run-time:\n  api:\n"]
 )
@@ -149,6 +158,10 @@ def test_null_value_is_unset(tmp_path: Path) -> None:
     assert loaded.origins["api_url"] == "default"
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="A byte-order mark and CRLF line ends load.",
+)
 def test_bom_and_crlf(tmp_path: Path) -> None:
     """A UTF-8 BOM and CRLF line ends are accepted."""
     text = b"\xef\xbb\xbfrun-time:\r\n  job: nightly\r\n"
@@ -206,6 +219,11 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert str(caught.value) == expected
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="Each kind of invalid file (syntax, tab, wrong type, unknown key, "
+    "duplicate key, ...) raises with file, line and the fix.",
+)
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -512,6 +530,11 @@ _YAML_PIECES = [
 _YAML_TEXT = st.lists(st.sampled_from(_YAML_PIECES), max_size=40).map("".join)
 
 
+@pytest.mark.fault(
+    case=20,
+    behaviour="Any YAML-like text as the config file (hypothesis): settings or a "
+    "SettingsError.",
+)
 @given(text=_YAML_TEXT)
 @settings(max_examples=400, deadline=None)
 def test_any_yaml_loads_or_raises(text: str) -> None:
