@@ -34,6 +34,10 @@ _JWT_LIKE = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 # turns up in a line, even inside an exception text from a library.
 _known_secrets: set[str] = set()
 
+# Shorter secrets get no base64 masks, whose cores would be too short to
+# mask safely without hitting other text.
+_MIN_BASE64_SECRET = 12
+
 
 def remember_secret(value: str) -> None:
     """Mask ``value``, and its base64 forms, in every log line from now on."""
@@ -41,11 +45,6 @@ def remember_secret(value: str) -> None:
         _known_secrets.add(value)
     if len(value) >= _MIN_BASE64_SECRET:
         _known_secrets.update(_base64_cores(value))
-
-
-# Shorter secrets get no base64 masks, whose cores would be too short to
-# mask safely without hitting other text.
-_MIN_BASE64_SECRET = 12
 
 
 def _base64_cores(value: str) -> set[str]:

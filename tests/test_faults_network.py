@@ -306,8 +306,8 @@ def test_chunked_oversized_body_capped() -> None:
 
 @pytest.mark.fault(
     case=5,
-    behaviour="HTTPS_PROXY and https_proxy are honoured: registration and "
-    "heartbeats go through a CONNECT proxy on loopback.",
+    behaviour="HTTPS_PROXY and https_proxy are honoured: the registration "
+    "goes through a CONNECT tunnel of a proxy on loopback.",
 )
 @pytest.mark.parametrize("variable", ["HTTPS_PROXY", "https_proxy"])
 def test_https_proxy_honoured(

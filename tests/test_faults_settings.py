@@ -1,6 +1,8 @@
-"""Operators' mistakes in the settings, seen from the command line: one
-line naming the source and the fix, never a traceback; and any input to
-the settings sources ends in settings or a SettingsError."""
+"""Operators' mistakes in the settings, seen from the command line.
+
+Each mistake gives one line naming the source and the fix, never a
+traceback. Any input to the settings sources ends in settings or a
+SettingsError."""
 
 import contextlib
 import os
