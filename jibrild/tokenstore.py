@@ -117,6 +117,7 @@ class TokenStore:
 
     def lock(self) -> None:
         """Take the state folder's lock, or raise naming the PID holding it."""
+        self._check_target(self.lock_path, "lock file")
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as error:
@@ -165,6 +166,7 @@ class TokenStore:
     def save(self, token: SecretStr, identity: Identity) -> None:
         """Store the token, then its identity record."""
         self._check_target(self.token_path, "agent token file")
+        self._check_target(self.record_path, "identity record")
         self._write_atomic(self.token_path, token.get_secret_value().encode() + b"\n")
         record = json.dumps(asdict(identity), indent=2) + "\n"
         self._write_atomic(self.record_path, record.encode())

@@ -23,6 +23,22 @@ class Agent:
         self.env_file.write_text("")
         self.processes: list[DaemonProcess] = []
 
+    def leaked_secrets(self) -> list[str]:
+        """Return the names of the secrets that any daemon's output or
+        notify messages contain: its project token or a stored agent token."""
+        secrets = {}
+        if self.token_path.is_file():
+            secrets["agent token"] = self.token_path.read_text().strip()
+        leaks = []
+        for process in self.processes:
+            project_token = process.environ.get("GARNET_API_TOKEN", "")
+            named = {**secrets, "project token": project_token}
+            text = process.output() + "\n".join(process.messages)
+            leaks += [
+                name for name, secret in named.items() if secret and secret in text
+            ]
+        return leaks
+
     def register_and_stop(self) -> None:
         """Run the daemon until it has stored an agent token, then stop it."""
         daemon = self.start()
@@ -49,7 +65,9 @@ class Agent:
     ) -> DaemonProcess:
         """Start the daemon with the API URL and, if given, a project token;
         ``extra`` adds or overrides environment variables."""
-        environ = clean_environ(GARNET_API_URL=self.api.url)
+        # Debug level, so that the token search after each test covers the
+        # most verbose output.
+        environ = clean_environ(GARNET_API_URL=self.api.url, JIBRIL_LOG_LEVEL="debug")
         environ.update(extra)
         if project_token is not None:
             environ["GARNET_API_TOKEN"] = project_token

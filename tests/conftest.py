@@ -32,8 +32,10 @@ def api(tmp_path: Path) -> Iterator[LocalGarnet]:
 
 @pytest.fixture
 def agent(tmp_path: Path, api: LocalGarnet) -> Iterator[Agent]:
-    """A daemon's settings, pointed at the local API."""
+    """A daemon's settings, pointed at the local API; afterwards, no output
+    of its processes may contain their project token or the agent token."""
     agent = Agent(tmp_path, api)
     yield agent
     for process in agent.processes:
         process.close()
+    assert [] == agent.leaked_secrets(), "a token was printed or sent to systemd"

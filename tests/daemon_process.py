@@ -46,6 +46,7 @@ class DaemonProcess:
         self.messages: list[str] = []
 
         environ = {**environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        self.environ = environ
         self.process = subprocess.Popen(
             [*command_prefix, sys.executable, "-m", "jibrild", *args],
             cwd=_REPO,

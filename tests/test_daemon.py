@@ -317,6 +317,12 @@ def test_sigint_stops_with_zero(agent: Agent) -> None:
     assert "INFO: stopping signal=SIGINT" in daemon.output()
 
 
+@pytest.mark.fault(
+    case=19,
+    behaviour="Every end-to-end test runs the daemon at debug level, and the "
+    "agent fixture fails the test when any output or STATUS= contains its "
+    "project token or the stored agent token.",
+)
 def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
     """Neither the project token nor the agent token is ever printed."""
     agent.config.write_text("run-time:\n  heartbeat-interval: 1\n  log-level: debug\n")

@@ -1,7 +1,6 @@
 """Tests of the env file parser and of the env file as a settings source."""
 
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from jibrild.sources.env_file import (
     parse_env_text,
     read_env_file,
 )
+from tests.privileges import as_nobody, open_folder
 
 
 def _load(path: Path, environ: dict[str, str], config: Path) -> LoadedSettings:
@@ -248,15 +248,21 @@ def test_explicit_env_file_missing(tmp_path: Path) -> None:
     assert str(caught.value) == expected
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of mode 000")
-def test_env_file_unreadable(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    case=17,
+    behaviour="An env file the daemon's user cannot read (mode 000, read as "
+    "nobody when the tests run as root) is one error naming the file and "
+    "its permissions.",
+)
+def test_env_file_unreadable() -> None:
     """An unreadable env file names the file and its permissions."""
-    path = tmp_path / "jibril"
-    path.write_text("JIBRIL_JOB=x\n")
-    path.chmod(0o000)
+    with open_folder() as folder:
+        path = folder / "jibril"
+        path.write_text("JIBRIL_JOB=x\n")
+        path.chmod(0o000)
 
-    with pytest.raises(SettingsError) as caught:
-        _load(path, {}, tmp_path / "c.yaml")
+        with as_nobody(), pytest.raises(SettingsError) as caught:
+            _load(path, {}, Path("/dev/null"))
 
     expected = f"cannot read env file {path}: permission denied; check its permissions"
     assert str(caught.value) == expected

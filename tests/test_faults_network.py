@@ -65,6 +65,7 @@ def tls_agent(tmp_path: Path, tls_api: LocalGarnet) -> Iterator[Agent]:
     yield agent
     for process in agent.processes:
         process.close()
+    assert [] == agent.leaked_secrets(), "a token was printed or sent to systemd"
 
 
 def _port_of(url: str) -> int:

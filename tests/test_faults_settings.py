@@ -5,11 +5,8 @@ traceback. Any input to the settings sources ends in settings or a
 SettingsError."""
 
 import contextlib
-import os
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,6 @@ from tests.agent import Agent, registrations
 from tests.daemon_process import clean_environ
 
 REPO = Path(__file__).resolve().parent.parent
-NOBODY = 65534
 
 
 def _run_cli(*args: str, **environ: str) -> subprocess.CompletedProcess[str]:
@@ -36,21 +32,6 @@ def _run_cli(*args: str, **environ: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
-
-
-@contextlib.contextmanager
-def _as_nobody() -> Iterator[None]:
-    """Drop the effective user to nobody, so that file modes apply to root."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(NOBODY)
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 @pytest.mark.fault(
@@ -120,51 +101,6 @@ def test_broken_config_one_line(tmp_path: Path, name: str) -> None:
     assert 1 == len(lines), lines
     assert lines[0].startswith(f"ERROR: {config}{problem}")
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.fault(
-    case=16,
-    behaviour="Unreadable config file (mode 000, read as an unprivileged "
-    "user even when the tests run as root): one error naming the file and "
-    "its permissions.",
-)
-def test_unreadable_config_as_nobody() -> None:
-    """A config file the daemon's user cannot read gives a clear error."""
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder).chmod(0o711)
-        config = Path(folder) / "config.yaml"
-        config.write_text("run-time:\n")
-        config.chmod(0o000)
-
-        with _as_nobody(), pytest.raises(SettingsError) as caught:
-            load_settings({}, {}, config, Path("/dev/null"))
-
-    assert (
-        f"cannot read config file {config}: permission denied; check its "
-        "permissions" == str(caught.value)
-    )
-
-
-@pytest.mark.fault(
-    case=17,
-    behaviour="Unreadable /etc/default/jibril (mode 000, read as an "
-    "unprivileged user): one error naming the file and its permissions.",
-)
-def test_unreadable_env_file_as_nobody() -> None:
-    """An env file the daemon's user cannot read gives a clear error."""
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder).chmod(0o711)
-        env_file = Path(folder) / "jibril"
-        env_file.write_text("JIBRIL_JOB=x\n")
-        env_file.chmod(0o000)
-
-        with _as_nobody(), pytest.raises(SettingsError) as caught:
-            load_settings({}, {}, Path("/dev/null"), env_file)
-
-    assert (
-        f"cannot read env file {env_file}: permission denied; check its "
-        "permissions" == str(caught.value)
-    )
 
 
 @pytest.mark.fault(

@@ -151,6 +151,44 @@ def test_symlink_rejected(store: TokenStore, tmp_path: Path) -> None:
 
 @pytest.mark.fault(
     case=9,
+    behaviour="A symbolic link in place of the identity record, the lock "
+    "file or the machine-id file is rejected naming the file; its target is "
+    "never written.",
+)
+@pytest.mark.parametrize(
+    ("description", "name"),
+    [
+        ("identity record", "agent.json"),
+        ("lock file", "agent.lock"),
+        ("machine-id file", "machine-id"),
+    ],
+)
+def test_symlinked_store_file_rejected(
+    tmp_path: Path, description: str, name: str
+) -> None:
+    """No file of the state folder is a way to write elsewhere."""
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    (folder / name).symlink_to(target)
+    store = TokenStore(folder / "agent.token")
+
+    with pytest.raises(TokenStoreError) as raised:
+        store.prepare()
+        store.save(TOKEN, _identity())
+        store.machine_id()
+    store.unlock()
+
+    assert str(raised.value).startswith(
+        f"{description} {folder / name} is a symbolic link; remove it"
+    )
+    assert "keep" == target.read_text()
+    assert (folder / name).is_symlink()
+
+
+@pytest.mark.fault(
+    case=9,
     behaviour="A save never writes through a symbolic link at the token path.",
 )
 def test_symlink_not_written_through(store: TokenStore, tmp_path: Path) -> None:

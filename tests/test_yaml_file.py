@@ -1,7 +1,6 @@
 """Tests of the YAML configuration file as a settings source."""
 
 import contextlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from pydantic import SecretStr
 from jibrild.errors import SettingsError
 from jibrild.settings import LoadedSettings, Settings, load_settings
 from jibrild.sources.yaml_file import YamlFileSettingsSource
+from tests.privileges import as_nobody, open_folder
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -201,17 +201,21 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
     assert str(caught.value) == expected
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of mode 000")
-def test_unreadable_file(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    case=16,
+    behaviour="A config file the daemon's user cannot read (mode 000, read "
+    "as nobody when the tests run as root) is one error naming the file and "
+    "its permissions.",
+)
+def test_unreadable_file() -> None:
     """An unreadable config file names the file and its permissions."""
-    path = tmp_path / "config.yaml"
-    path.write_text("run-time:\n")
-    path.chmod(0o000)
-    env_file = tmp_path / "env"
-    env_file.write_text("")
+    with open_folder() as folder:
+        path = folder / "config.yaml"
+        path.write_text("run-time:\n")
+        path.chmod(0o000)
 
-    with pytest.raises(SettingsError) as caught:
-        load_settings({}, {}, config_path=path, env_file_path=env_file)
+        with as_nobody(), pytest.raises(SettingsError) as caught:
+            load_settings({}, {}, config_path=path, env_file_path=Path("/dev/null"))
 
     expected = (
         f"cannot read config file {path}: permission denied; check its permissions"
