@@ -99,7 +99,7 @@ def test_read_only_folder_keeps_token(small_tmpfs: Path) -> None:
     "the folder; the stored token is untouched.",
 )
 def test_read_only_folder_at_start(agent: Agent, small_tmpfs: Path) -> None:
-    """The daemon refuses a state folder it cannot write, keeping the token."""
+    """The daemon rejects a state folder it cannot write, keeping the token."""
     agent.token_path = small_tmpfs / "state" / "agent.token"
     agent.register_and_stop()
     stored = agent.token_path.read_text()
@@ -164,7 +164,7 @@ def test_disk_full_daemon_keeps_running(
 
     error = daemon.wait_for_line("cannot store agent token")
     status = daemon.wait_for_message("agent token not stored")
-    kept = agent.token_path.read_text()
+    token_while_full = agent.token_path.read_text()
     leftovers = _temporary_files(agent.token_path.parent)
     filler.unlink()
     wait_for(lambda: agent.token_path.read_text() != first_token, daemon)
@@ -175,7 +175,7 @@ def test_disk_full_daemon_keeps_running(
         f'write {agent.token_path}: No space left on device; free some space"'
     )
     assert status.startswith("STATUS=registered as ")
-    assert first_token == kept
+    assert first_token == token_while_full
     assert [] == leftovers
     assert 2 == len(registrations(api))
     assert 2 == daemon.output().count(f"INFO: token stored at: {agent.token_path}")

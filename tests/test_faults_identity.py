@@ -3,6 +3,7 @@ machine, another API installation, a rotated project token."""
 
 import json
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,60 @@ def test_cloned_machine_registers_anew(agent: Agent, api: LocalGarnet) -> None:
     assert 2 == len(api.agents())
     assert first_token != agent.token_path.read_text()
     assert record["machine_id"] != _record(agent)["machine_id"]
+    assert 0 == code
+
+
+def _with_machine_id(machine_id_file: Path) -> tuple[str, ...]:
+    """Return a command prefix that runs the rest of the command in a new
+    mount namespace where /etc/machine-id shows ``machine_id_file``."""
+    script = 'mount --bind "$0" /etc/machine-id && exec "$@"'
+    return (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        str(machine_id_file),
+    )
+
+
+@pytest.mark.fault(
+    case=13,
+    behaviour="The same state folder started where /etc/machine-id differs "
+    "(bind-mounted in a mount namespace): registers as a new agent and logs "
+    "why.",
+)
+def test_other_etc_machine_id_registers_anew(
+    agent: Agent, api: LocalGarnet, tmp_path: Path
+) -> None:
+    """A clone with its own /etc/machine-id does not reuse the agent token."""
+    if not Path("/etc/machine-id").is_file():
+        pytest.skip("this host has no /etc/machine-id to stand in for")
+    clone_id = tmp_path / "machine-id"
+    clone_id.write_text("fedcba9876543210fedcba9876543210\n")
+    probe = subprocess.run(
+        [*_with_machine_id(clone_id), "cat", "/etc/machine-id"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.stdout != clone_id.read_text():
+        pytest.skip(f"cannot bind-mount /etc/machine-id here: {probe.stderr}")
+    agent.register_and_stop()
+
+    daemon = agent.start(command_prefix=_with_machine_id(clone_id))
+    reason = daemon.wait_for_line("registering again")
+    daemon.wait_for_line("token stored at:")
+    code = daemon.stop()
+
+    assert (
+        'WARNING: registering again reason="stored agent token was issued on '
+        'another machine"'
+    ) == reason
+    assert 2 == len(api.agents())
+    assert "fedcba9876543210fedcba9876543210" == _record(agent)["machine_id"]
     assert 0 == code
 
 
