@@ -1,7 +1,8 @@
-"""A small HTTP CONNECT proxy on 127.0.0.1 for the proxy tests.
+"""A small HTTP proxy on 127.0.0.1 for the proxy tests: CONNECT tunnels
+for https:// and forwarding of absolute-form requests for http://.
 
-It tunnels only to the 127.0.0.1 ports it is given, so a test can never
-make it reach another host, and it records every CONNECT target.
+It connects only to the 127.0.0.1 ports it is given, so a test can never
+make it reach another host, and it records every request line.
 """
 
 import select
@@ -25,18 +26,17 @@ class _Handler(socketserver.BaseRequestHandler):
 
         method, _, rest = request_line.partition(" ")
         target = rest.partition(" ")[0]
-        host, _, port_text = target.rpartition(":")
-        allowed = host in ("127.0.0.1", "localhost") and port_text.isdigit()
-        if method != "CONNECT" or not allowed:
-            self.request.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
-            return
-        port = int(port_text)
-        if port not in self.server.owner.allowed_ports:
+        port = self.server.owner.allowed_port(method, target)
+        if port is None:
             self.request.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
             return
 
         with socket.create_connection(("127.0.0.1", port), timeout=10) as upstream:
-            self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            if method == "CONNECT":
+                self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                # aiohttp's server accepts the absolute-form target as is.
+                upstream.sendall(head)
             _relay(self.request, upstream)
 
 
@@ -44,12 +44,12 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, owner: "ConnectProxy") -> None:
+    def __init__(self, owner: "LoopbackProxy") -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.owner = owner
 
 
-class ConnectProxy:
+class LoopbackProxy:
     """A context manager running the proxy in a background thread."""
 
     def __init__(self, allowed_ports: set[int]) -> None:
@@ -81,6 +81,21 @@ class ConnectProxy:
         """Keep one request line, such as ``CONNECT 127.0.0.1:8443 HTTP/1.1``."""
         with self._lock:
             self.requests.append(request_line)
+
+    def allowed_port(self, method: str, target: str) -> int | None:
+        """Return the 127.0.0.1 port a request may reach, or None."""
+        if method == "CONNECT":
+            authority = target
+        elif target.startswith("http://"):
+            authority = target.removeprefix("http://").partition("/")[0]
+        else:
+            return None
+
+        host, _, port_text = authority.rpartition(":")
+        if host not in ("127.0.0.1", "localhost") or not port_text.isdigit():
+            return None
+        port = int(port_text)
+        return port if port in self.allowed_ports else None
 
     def connects(self) -> list[str]:
         """Return the CONNECT request lines received so far."""

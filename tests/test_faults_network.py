@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from garnet_local.testing import LocalGarnet
 from jibrild.api import MAX_BODY_BYTES, GarnetClient, TransientApiError
 from tests.agent import Agent, registrations
-from tests.proxy import ConnectProxy
+from tests.proxy import LoopbackProxy
 from tests.raw_server import RawServer
 from tests.samples import REGISTRATION_BODY
 from tests.tls import PrivateCa, make_private_ca
@@ -316,7 +316,7 @@ def test_https_proxy_honoured(
 ) -> None:
     """The daemon tunnels to the API through the proxy in the environment."""
     port = _port_of(tls_agent.api.url)
-    with ConnectProxy({port}) as proxy:
+    with LoopbackProxy({port}) as proxy:
         daemon = tls_agent.start(
             GARNET_API_CA_FILE=str(private_ca.ca_file), **{variable: proxy.url}
         )
@@ -325,6 +325,25 @@ def test_https_proxy_honoured(
 
     assert f"CONNECT 127.0.0.1:{port} HTTP/1.1" in proxy.connects()
     assert 1 == len(registrations(tls_agent.api))
+    assert 0 == code
+
+
+@pytest.mark.fault(
+    case=5,
+    behaviour="HTTP_PROXY and http_proxy are honoured for an http:// API URL: "
+    "the registration is forwarded by a proxy on loopback.",
+)
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+def test_http_proxy_honoured(agent: Agent, api: LocalGarnet, variable: str) -> None:
+    """The daemon sends plain HTTP requests through the proxy."""
+    port = _port_of(api.url)
+    with LoopbackProxy({port}) as proxy:
+        daemon = agent.start(**{variable: proxy.url})
+        daemon.wait_for_line("token stored at:")
+        code = daemon.stop()
+
+    assert f"POST {api.url}api/v1/agents HTTP/1.1" in proxy.requests
+    assert 1 == len(registrations(api))
     assert 0 == code
 
 
@@ -339,7 +358,7 @@ def test_no_proxy_respected(
 ) -> None:
     """A host in NO_PROXY bypasses the proxy."""
     port = _port_of(tls_agent.api.url)
-    with ConnectProxy({port}) as proxy:
+    with LoopbackProxy({port}) as proxy:
         daemon = tls_agent.start(
             GARNET_API_CA_FILE=str(private_ca.ca_file),
             HTTPS_PROXY=proxy.url,
@@ -350,6 +369,55 @@ def test_no_proxy_respected(
 
     assert [] == proxy.requests
     assert 1 == len(registrations(tls_agent.api))
+    assert 0 == code
+
+
+@pytest.mark.fault(
+    case=5,
+    behaviour="A proxy that is down: the daemon stays up and STATUS= names "
+    "the proxy and the variables to check.",
+)
+def test_proxy_down_named(tls_agent: Agent, private_ca: PrivateCa) -> None:
+    """A dead proxy is reported as the proxy, not as the API."""
+    port = _closed_port()
+    daemon = tls_agent.start(
+        GARNET_API_CA_FILE=str(private_ca.ca_file),
+        HTTPS_PROXY=f"http://127.0.0.1:{port}",
+    )
+
+    ready = daemon.wait_for_message("READY=1")
+    alive = daemon.process.poll() is None
+    code = daemon.stop()
+
+    assert ready.startswith(
+        "READY=1\nSTATUS=registration attempt 1 failed (cannot connect to "
+        f"proxy 127.0.0.1:{port}: Connection refused; check HTTPS_PROXY, "
+        "HTTP_PROXY and NO_PROXY); next attempt in "
+    )
+    assert alive
+    assert 0 == code
+
+
+@pytest.mark.fault(
+    case=5,
+    behaviour="A proxy that rejects the CONNECT tunnel (403): the error "
+    "names the proxy's status and the variables to check.",
+)
+def test_proxy_rejecting_tunnel_named(tls_agent: Agent, private_ca: PrivateCa) -> None:
+    """A proxy's refusal is reported with its status."""
+    with LoopbackProxy(set()) as proxy:
+        daemon = tls_agent.start(
+            GARNET_API_CA_FILE=str(private_ca.ca_file), HTTPS_PROXY=proxy.url
+        )
+        ready = daemon.wait_for_message("READY=1")
+        code = daemon.stop()
+
+    assert ready.startswith(
+        "READY=1\nSTATUS=registration attempt 1 failed (proxy rejected the "
+        f"tunnel to {tls_agent.api.url}api/v1/agents: HTTP 403; check the "
+        "proxy's rules, HTTPS_PROXY and NO_PROXY); next attempt in "
+    )
+    assert [] == registrations(tls_agent.api)
     assert 0 == code
 
 
