@@ -152,7 +152,7 @@ class TokenStore:
         if raw is None:
             return None
 
-        text = _decode_token(raw)
+        text = _decode_token(raw) if len(raw) <= _MAX_TOKEN_BYTES else None
         if text is None:
             self.warnings.append(
                 f"agent token file {self.token_path} is empty or not a token; "
@@ -240,7 +240,8 @@ class TokenStore:
             mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
             if mode & 0o077:
                 self._tighten(file.fileno(), path, description, mode)
-            return file.read(_MAX_TOKEN_BYTES)
+            # One byte over the limit tells a caller that the file is larger.
+            return file.read(_MAX_TOKEN_BYTES + 1)
 
     def _tighten(self, fd: int, path: Path, description: str, mode: int) -> None:
         self.warnings.append(

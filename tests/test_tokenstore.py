@@ -81,15 +81,17 @@ def test_missing_token_is_none(store: TokenStore) -> None:
 
 @pytest.mark.fault(
     case=8,
-    behaviour="An empty, blank or non-text token file counts as no token, with a "
-    "warning naming the file.",
+    behaviour="An empty, blank, non-text or oversized token file counts as no "
+    "token, with a warning naming the file.",
 )
 @pytest.mark.parametrize(
-    "content", [b"", b"  \n\t\n", b"\xff\xfe\x00token", b"two words"]
+    "content",
+    [b"", b"  \n\t\n", b"\xff\xfe\x00token", b"two words", b"a" * (64 * 1024 + 1)],
+    ids=["empty", "blank", "binary", "two words", "over 64 KiB"],
 )
 def test_unusable_token_file_ignored(store: TokenStore, content: bytes) -> None:
-    """An empty, blank or non-text token file counts as no token, with a
-    warning that names the file."""
+    """An empty, blank, non-text or oversized token file counts as no
+    token, with a warning that names the file."""
     store.token_path.write_bytes(content)
     store.token_path.chmod(0o600)
 
