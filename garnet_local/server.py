@@ -2,6 +2,7 @@
 
 import ipaddress
 import socket
+import ssl
 
 from aiohttp import web
 
@@ -29,23 +30,28 @@ def bind_loopback(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket, prefix: str = "/") -> str:
+def url_of(sock: socket.socket, prefix: str = "/", scheme: str = "http") -> str:
     """Return the base URL of a bound socket, ending with the prefix."""
     host, port = sock.getsockname()[:2]
     if ":" in host:
         host = f"[{host}]"
 
-    return f"http://{host}:{port}{prefix}"
+    return f"{scheme}://{host}:{port}{prefix}"
 
 
-async def start_runner(app: web.Application, sock: socket.socket) -> web.AppRunner:
-    """Start serving app on sock. The caller stops it with `runner.cleanup()`."""
+async def start_runner(
+    app: web.Application,
+    sock: socket.socket,
+    ssl_context: ssl.SSLContext | None = None,
+) -> web.AppRunner:
+    """Start serving app on sock, over TLS when ``ssl_context`` is given.
+    The caller stops it with `runner.cleanup()`."""
     # access_log=None because the application logs its own line per request.
     runner = web.AppRunner(
         app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS
     )
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
 
     return runner
 

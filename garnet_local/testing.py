@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import types
 import urllib.request
@@ -32,6 +33,9 @@ class LocalGarnet:
     The server runs on its own event loop in a daemon thread. The helper
     methods call the `/_local/` control endpoints and raise
     urllib.error.HTTPError when one responds with an error status.
+
+    With ``server_context`` the API is served over TLS (an https:// URL),
+    and the helper methods verify the server with ``client_context``.
     """
 
     def __init__(
@@ -39,10 +43,19 @@ class LocalGarnet:
         state_dir: Path,
         project_tokens: Mapping[str, str] = DEFAULT_TEST_TOKENS,
         prefix: str = "/",
+        server_context: ssl.SSLContext | None = None,
+        client_context: ssl.SSLContext | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.project_tokens = dict(project_tokens)
         self.prefix = normalize_prefix(prefix)
+        self.server_context = server_context
+        self._opener = _OPENER
+        if client_context is not None:
+            self._opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}),
+                urllib.request.HTTPSHandler(context=client_context),
+            )
         self.url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,7 +74,8 @@ class LocalGarnet:
         """Load the state folder, bind a port and wait until the server runs."""
         app = make_app(self.state_dir, self.project_tokens, self.prefix)
         sock = bind_loopback("127.0.0.1", 0)
-        self.url = url_of(sock, self.prefix)
+        scheme = "http" if self.server_context is None else "https"
+        self.url = url_of(sock, self.prefix, scheme)
 
         self._ready.clear()
         self._thread = threading.Thread(
@@ -121,7 +135,7 @@ class LocalGarnet:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            runner = await start_runner(app, sock)
+            runner = await start_runner(app, sock, self.server_context)
         except BaseException as error:
             self._startup_error = error
             raise
@@ -135,13 +149,13 @@ class LocalGarnet:
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 (the URL is http://127.0.0.1)
+        request = urllib.request.Request(  # noqa: S310 (the URL is on 127.0.0.1)
             self.url + path,
             data=data,
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with _OPENER.open(request, timeout=_REQUEST_TIMEOUT_SECONDS) as response:
+        with self._opener.open(request, timeout=_REQUEST_TIMEOUT_SECONDS) as response:
             raw = response.read()
 
         return json.loads(raw) if raw else None

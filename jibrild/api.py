@@ -231,20 +231,43 @@ class GarnetClient:
             raise TransientApiError(
                 f"request to {url} timed out after {self._timeout.total:g}s"
             ) from None
-        except aiohttp.ClientConnectorCertificateError as error:
-            raise TransientApiError(
-                f"TLS certificate of {error.host} not trusted; "
-                "for a private CA set api.ca-file or GARNET_API_CA_FILE"
-            ) from None
-        except aiohttp.ClientConnectorError as error:
-            raise TransientApiError(
-                f"cannot connect to {error.host}:{error.port}: "
-                f"{_os_error_text(error.os_error)}"
-            ) from None
         except aiohttp.ClientError as error:
-            raise TransientApiError(
-                f"request to {url} failed: {type(error).__name__}: {error}"
-            ) from None
+            raise TransientApiError(_client_error_text(error, url)) from None
+
+
+def _client_error_text(error: aiohttp.ClientError, url: str) -> str:
+    """Return what failed for an aiohttp error, with the host involved and,
+    where the operator can fix it, the setting to check."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(error.certificate_error, "verify_message", "")
+        return (
+            f"TLS certificate of {error.host} not trusted"
+            f"{': ' + reason if reason else ''}; for a private CA set "
+            "GARNET_API_CA_FILE or run-time.api.ca-file to its PEM file"
+        )
+    if isinstance(error, aiohttp.ClientConnectorSSLError):
+        return (
+            f"TLS handshake with {error.host}:{error.port} failed: "
+            f"{_tls_error_text(error.os_error)}; check that the API URL's "
+            "port serves https"
+        )
+    if isinstance(error, aiohttp.ClientProxyConnectionError):
+        return (
+            f"cannot connect to proxy {error.host}:{error.port}: "
+            f"{_os_error_text(error.os_error)}; check HTTPS_PROXY, HTTP_PROXY "
+            "and NO_PROXY"
+        )
+    if isinstance(error, aiohttp.ClientHttpProxyError):
+        return (
+            f"proxy rejected the tunnel to {url}: HTTP {error.status}; check "
+            "the proxy's rules, HTTPS_PROXY and NO_PROXY"
+        )
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return (
+            f"cannot connect to {error.host}:{error.port}: "
+            f"{_os_error_text(error.os_error)}"
+        )
+    return f"request to {url} failed: {type(error).__name__}: {error}"
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
@@ -267,13 +290,23 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
 
 
 def _os_error_text(error: OSError) -> str:
-    """Return the C library's text for an OSError, which asyncio's connect
-    errors carry only as errno."""
-    if error.strerror:
-        return error.strerror
+    """Return the C library's text for an OSError's errno, or its own text."""
+    # asyncio's strerror reads "Connect call failed (...)", which hides the
+    # reason that errno gives, such as "Connection refused".
     if error.errno:
         return os.strerror(error.errno)
-    return str(error)
+    if error.strerror:
+        return error.strerror
+    # A reset during the TLS handshake carries neither errno nor text.
+    return str(error) or type(error).__name__
+
+
+def _tls_error_text(error: OSError) -> str:
+    """Return OpenSSL's reason, such as 'wrong version number'."""
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.lower().replace("_", " ")
+    return _os_error_text(error)
 
 
 def _raise_unless(response: _Response, expected: tuple[int, ...]) -> None:

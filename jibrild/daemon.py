@@ -25,6 +25,10 @@ from jibrild.tokenstore import TokenStore
 # Shutdown waits this long for tasks to finish before giving up on them.
 SHUTDOWN_TIMEOUT = 5.0
 
+# Under a watchdog, a request may take at most this fraction of half the
+# watchdog timeout (WATCHDOG_USEC).
+WATCHDOG_TIMEOUT_FRACTION = 0.8
+
 
 class Daemon:
     """One run of the agent daemon."""
@@ -93,7 +97,7 @@ class Daemon:
 
         async with GarnetClient(
             self.settings.api_url,
-            self.settings.request_timeout,
+            self._request_timeout(),
             f"jibrild/{__version__}",
             self.settings.ca_file,
         ) as client:
@@ -146,6 +150,25 @@ class Daemon:
         details = {"engine": runtime.engine} if runtime.engine else {}
         log.info(f"detected runtime environment: {runtime.name}", **details)
         return runtime
+
+    def _request_timeout(self) -> float:
+        """Return api.request-timeout, cut below half of systemd's watchdog
+        timeout, so a hung request ends, and is logged and shown in STATUS=,
+        well before the watchdog's limit of silence."""
+        configured = self.settings.request_timeout
+        half_watchdog = self.notifier.watchdog_interval
+        if half_watchdog is None or configured < half_watchdog:
+            return configured
+
+        timeout = half_watchdog * WATCHDOG_TIMEOUT_FRACTION
+        get_logger().warning(
+            "request timeout cut to below half the watchdog timeout",
+            setting="api.request-timeout",
+            configured=f"{configured:g}s",
+            watchdog_timeout=f"{half_watchdog * 2:g}s",
+            request_timeout=f"{timeout:g}s",
+        )
+        return timeout
 
     def _report_status(self, status: str) -> None:
         """Show a status. The first one also sends READY=1, because by then

@@ -1,5 +1,6 @@
 """Log output: structlog set up once, in journald's form or as plain lines."""
 
+import base64
 import logging
 import os
 import re
@@ -38,11 +39,32 @@ _JWT_LIKE = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 # turns up in a line, even inside an exception text from a library.
 _known_secrets: set[str] = set()
 
+# Shorter secrets get no base64 masks, whose cores would be too short to
+# mask safely without hitting other text.
+_MIN_BASE64_SECRET = 12
+
 
 def remember_secret(value: str) -> None:
-    """Mask ``value`` in every log line from now on."""
+    """Mask ``value``, and its base64 forms, in every log line from now on."""
     if len(value) >= 4:
         _known_secrets.add(value)
+    if len(value) >= _MIN_BASE64_SECRET:
+        _known_secrets.update(_base64_cores(value))
+
+
+def _base64_cores(value: str) -> set[str]:
+    """Return, for each alphabet and each of the three byte alignments the
+    secret can have inside longer base64 text, the characters that depend
+    on the secret's bytes alone."""
+    data = value.encode()
+    cores = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for offset in range(3):
+            encoded = encode(b"\0" * offset + data).decode()
+            # Skip the characters that mix in the leading filler bytes and
+            # the last group, which mixes in padding or following bytes.
+            cores.add(encoded[-(-offset * 4 // 3) + 1 : -4])
+    return cores
 
 
 def remember_project_token(settings: "Settings") -> None:

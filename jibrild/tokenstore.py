@@ -117,6 +117,7 @@ class TokenStore:
 
     def lock(self) -> None:
         """Take the state folder's lock, or raise naming the PID holding it."""
+        self._check_target(self.lock_path, "lock file")
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as error:
@@ -151,7 +152,7 @@ class TokenStore:
         if raw is None:
             return None
 
-        text = _decode_token(raw)
+        text = _decode_token(raw) if len(raw) <= _MAX_TOKEN_BYTES else None
         if text is None:
             self.warnings.append(
                 f"agent token file {self.token_path} is empty or not a token; "
@@ -165,6 +166,7 @@ class TokenStore:
     def save(self, token: SecretStr, identity: Identity) -> None:
         """Store the token, then its identity record."""
         self._check_target(self.token_path, "agent token file")
+        self._check_target(self.record_path, "identity record")
         self._write_atomic(self.token_path, token.get_secret_value().encode() + b"\n")
         record = json.dumps(asdict(identity), indent=2) + "\n"
         self._write_atomic(self.record_path, record.encode())
@@ -238,7 +240,8 @@ class TokenStore:
             mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
             if mode & 0o077:
                 self._tighten(file.fileno(), path, description, mode)
-            return file.read(_MAX_TOKEN_BYTES)
+            # One byte over the limit tells a caller that the file is larger.
+            return file.read(_MAX_TOKEN_BYTES + 1)
 
     def _tighten(self, fd: int, path: Path, description: str, mode: int) -> None:
         self.warnings.append(

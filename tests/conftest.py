@@ -1,5 +1,6 @@
 """Shared test set-up: the checkout root on sys.path, so garnet_local
-imports, and log settings undone after each test."""
+imports, log settings undone after each test, and the local API and a
+daemon under test for the end-to-end tests."""
 
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,9 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from garnet_local.testing import LocalGarnet
+from tests.agent import Agent
+
 
 @pytest.fixture(autouse=True)
 def _reset_logs() -> Iterator[None]:
@@ -17,3 +21,21 @@ def _reset_logs() -> Iterator[None]:
     closes after the test."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[LocalGarnet]:
+    """The local Garnet API in a state folder of its own."""
+    with LocalGarnet(tmp_path / "api") as server:
+        yield server
+
+
+@pytest.fixture
+def agent(tmp_path: Path, api: LocalGarnet) -> Iterator[Agent]:
+    """A daemon's settings, pointed at the local API; afterwards, no output
+    of its processes may contain their project token or the agent token."""
+    agent = Agent(tmp_path, api)
+    yield agent
+    for process in agent.processes:
+        process.close()
+    assert [] == agent.leaked_secrets(), "a token was printed or sent to systemd"

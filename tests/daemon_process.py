@@ -31,7 +31,11 @@ class DaemonProcess:
     """``python -m jibrild`` with a real notify socket and captured stderr."""
 
     def __init__(
-        self, tmp_path: Path, args: list[str], environ: dict[str, str]
+        self,
+        tmp_path: Path,
+        args: list[str],
+        environ: dict[str, str],
+        command_prefix: tuple[str, ...] = (),
     ) -> None:
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
@@ -42,8 +46,9 @@ class DaemonProcess:
         self.messages: list[str] = []
 
         environ = {**environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        self.environ = environ
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jibrild", *args],
+            [*command_prefix, sys.executable, "-m", "jibrild", *args],
             cwd=_REPO,
             env=environ,
             stdin=subprocess.DEVNULL,

@@ -127,6 +127,10 @@ def test_register_404_names_url(tmp_path: Path) -> None:
     ) == str(raised.value)
 
 
+@pytest.mark.fault(
+    case=3,
+    behaviour="429 is transient and keeps Retry-After in seconds.",
+)
 def test_429_carries_retry_after(api: LocalGarnet) -> None:
     """A 429 is transient and keeps the server's Retry-After seconds."""
     api.add_fault(path="/api/v1/agents", status=429, retry_after="7", times=1)
@@ -138,6 +142,10 @@ def test_429_carries_retry_after(api: LocalGarnet) -> None:
     assert str(raised.value).startswith("HTTP 429")
 
 
+@pytest.mark.fault(
+    case=3,
+    behaviour="500, 502 and 503 are transient and retried.",
+)
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_5xx_is_transient(api: LocalGarnet, status: int) -> None:
     """Server errors are transient."""
@@ -149,6 +157,10 @@ def test_5xx_is_transient(api: LocalGarnet, status: int) -> None:
     assert str(raised.value).startswith(f"HTTP {status}")
 
 
+@pytest.mark.fault(
+    case=3,
+    behaviour="An HTML page is summarised by status, size and type.",
+)
 def test_html_error_page_summarised(api: LocalGarnet) -> None:
     """A proxy's HTML page is reported by size and type, not printed."""
     page = "<html><body>Bad Gateway</body></html>"
@@ -162,6 +174,10 @@ def test_html_error_page_summarised(api: LocalGarnet) -> None:
     assert f"HTTP 502 (<{len(page)} bytes of text/html>)" == str(raised.value)
 
 
+@pytest.mark.fault(
+    case=3,
+    behaviour="A 201 without agent_token is transient, never trusted.",
+)
 def test_201_without_agent_token_is_transient(api: LocalGarnet) -> None:
     """A 201 whose body lacks agent_token is retried, not trusted."""
     api.add_fault(path="/api/v1/agents", status=201, body='{"id": "x"}', times=1)
@@ -197,6 +213,10 @@ def test_heartbeat_sends_no_body(api: LocalGarnet) -> None:
     assert "Content-Type" not in request["headers"]
 
 
+@pytest.mark.fault(
+    case=3,
+    behaviour="A 201 with truncated JSON is transient.",
+)
 def test_truncated_json_is_transient(api: LocalGarnet) -> None:
     """A 201 with a cut-off JSON body is retried."""
     api.add_fault(
@@ -207,6 +227,10 @@ def test_truncated_json_is_transient(api: LocalGarnet) -> None:
         _register(api.url)
 
 
+@pytest.mark.fault(
+    case=3,
+    behaviour="A body over the 64 KiB cap is refused without being read.",
+)
 def test_oversized_body_not_read(api: LocalGarnet) -> None:
     """A body over the cap is refused instead of read into memory."""
     api.add_fault(
@@ -219,6 +243,11 @@ def test_oversized_body_not_read(api: LocalGarnet) -> None:
     assert "byte limit" in str(raised.value)
 
 
+@pytest.mark.fault(
+    case=2,
+    behaviour="A delayed response times out after the request timeout as a transient "
+    "error.",
+)
 def test_slow_answer_times_out(api: LocalGarnet) -> None:
     """An API that does not respond within the timeout is a transient error."""
     api.add_fault(path="/api/v1/agents", delay=3.0, times=1)
@@ -283,6 +312,10 @@ def test_retry_after_seconds() -> None:
     assert 120.0 == parse_retry_after("120")
 
 
+@pytest.mark.fault(
+    case=3,
+    behaviour="Retry-After as an HTTP date is parsed into seconds from now.",
+)
 def test_retry_after_http_date() -> None:
     """An HTTP-date Retry-After gives the seconds until that date."""
     now = 1_800_000_000.0  # 2027-01-15T08:00:00Z

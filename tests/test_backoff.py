@@ -1,5 +1,7 @@
 """Tests of the retry delays."""
 
+import pytest
+
 from jibrild.backoff import Backoff
 
 
@@ -12,6 +14,11 @@ def test_ceiling_doubles_up_to_cap() -> None:
     assert [1.0, 2.0, 4.0, 8.0, 10.0, 10.0] == delays
 
 
+@pytest.mark.fault(
+    case=1,
+    behaviour="Retry delays use exponential backoff with full jitter, so a fleet "
+    "spreads its retries.",
+)
 def test_full_jitter_can_be_zero() -> None:
     """Full jitter draws from zero up, so the smallest draw waits nothing."""
     backoff = Backoff(base=1.0, cap=10.0, random_fraction=lambda: 0.0)

@@ -54,6 +54,10 @@ def _save_identity(token_path: Path, machine_id: str) -> Identity:
     return identity
 
 
+@pytest.mark.fault(
+    case=19,
+    behaviour="`jibrild config` masks the project token.",
+)
 def test_config_masks_token(
     files: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,7 +7,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ from garnet_local.testing import LocalGarnet
 from jibrild import __version__
 from jibrild.environment import detect_runtime_environment
 from jibrild.hostfacts import read_host_facts
+from tests.agent import PROJECT_TOKEN, Agent, registrations, wait_for
 from tests.daemon_process import DaemonProcess, clean_environ
-
-PROJECT_TOKEN = "test-project-token"
 
 FIRST_START_LINES = [
     "INFO: detected runtime environment: {environment}",
@@ -26,65 +24,6 @@ FIRST_START_LINES = [
     "INFO: agent kind: {kind}",
     "INFO: token stored at: {path}",
 ]
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[LocalGarnet]:
-    """The local Garnet API in a state folder of its own."""
-    with LocalGarnet(tmp_path / "api") as server:
-        yield server
-
-
-class Agent:
-    """Paths and settings files of one daemon under test."""
-
-    def __init__(self, tmp_path: Path, api: LocalGarnet) -> None:
-        self.tmp_path = tmp_path
-        self.api = api
-        self.token_path = tmp_path / "state" / "agent.token"
-        self.config = tmp_path / "config.yaml"
-        self.env_file = tmp_path / "jibril.env"
-        self.config.write_text("run-time:\n  heartbeat-interval: 30\n")
-        self.env_file.write_text("")
-        self.processes: list[DaemonProcess] = []
-
-    def register_and_stop(self) -> None:
-        """Run the daemon until it has stored an agent token, then stop it."""
-        daemon = self.start()
-        daemon.wait_for_line("token stored at:")
-        daemon.stop()
-
-    def run_args(self) -> list[str]:
-        """Return the command line that runs the daemon on these files."""
-        return [
-            "run",
-            "--config",
-            str(self.config),
-            "--env-file",
-            str(self.env_file),
-            "--agent-token-path",
-            str(self.token_path),
-        ]
-
-    def start(
-        self, project_token: str | None = PROJECT_TOKEN, **extra: str
-    ) -> DaemonProcess:
-        """Start the daemon with the API URL and, if given, a project token."""
-        environ = clean_environ(GARNET_API_URL=self.api.url, **extra)
-        if project_token is not None:
-            environ["GARNET_API_TOKEN"] = project_token
-        process = DaemonProcess(self.tmp_path, self.run_args(), environ)
-        self.processes.append(process)
-        return process
-
-
-@pytest.fixture
-def agent(tmp_path: Path, api: LocalGarnet) -> Iterator[Agent]:
-    """A daemon's settings, pointed at the local API."""
-    agent = Agent(tmp_path, api)
-    yield agent
-    for process in agent.processes:
-        process.close()
 
 
 def _expected_first_start_lines(token_path: Path) -> list[str]:
@@ -100,14 +39,6 @@ def _expected_first_start_lines(token_path: Path) -> list[str]:
         FIRST_START_LINES[1],
         FIRST_START_LINES[2].format(kind=runtime.agent_kind),
         FIRST_START_LINES[3].format(path=token_path),
-    ]
-
-
-def _registrations(api: LocalGarnet) -> list[dict[str, object]]:
-    return [
-        request
-        for request in api.requests()
-        if request["path"] == "/api/v1/agents" and request["method"] == "POST"
     ]
 
 
@@ -146,7 +77,7 @@ def test_second_start_uses_stored_token(agent: Agent, api: LocalGarnet) -> None:
     assert f"path={agent.token_path}" in line
     assert "INFO: detected runtime environment: " in second.output()
     assert "agent registration complete" not in second.output()
-    assert 1 == len(_registrations(api))
+    assert 1 == len(registrations(api))
     assert 0 == code
 
 
@@ -181,7 +112,7 @@ def test_registration_body_matches_contract(agent: Agent, api: LocalGarnet) -> N
     daemon.wait_for_line("token stored at:")
     daemon.stop()
 
-    [request] = _registrations(api)
+    [request] = registrations(api)
     body = request["body"]
     assert isinstance(body, dict)
     kind = body["kind"]
@@ -217,6 +148,11 @@ def _wait_heartbeats(
     raise AssertionError(f"fewer than {count} heartbeats:\n{daemon.output()}")
 
 
+@pytest.mark.fault(
+    case=4,
+    behaviour="Heartbeat 401 (revoked) or 404 (deleted): the daemon registers again "
+    "with the project token and stores the new agent token.",
+)
 @pytest.mark.parametrize(("action", "status"), [("revoke", 401), ("delete", 404)])
 def test_rejected_agent_token_registers_again(
     agent: Agent, api: LocalGarnet, action: str, status: int
@@ -229,7 +165,7 @@ def test_rejected_agent_token_registers_again(
     getattr(api, action)(api.agents()[0]["id"])
 
     rejected = daemon.wait_for_line("agent token rejected")
-    _wait_for(lambda: len(_registrations(api)) == 2, daemon)
+    wait_for(lambda: len(registrations(api)) == 2, daemon)
     daemon.stop()
 
     assert f"WARNING: agent token rejected; registering again status={status}" == (
@@ -239,14 +175,11 @@ def test_rejected_agent_token_registers_again(
     assert first_token != agent.token_path.read_text()
 
 
-def _wait_for(condition: object, daemon: DaemonProcess) -> None:
-    for _ in range(100):
-        if condition():  # type: ignore[operator]
-            return
-        daemon.pause(0.1)
-    raise AssertionError(daemon.output())
-
-
+@pytest.mark.fault(
+    case=4,
+    behaviour="Rejected with no project token: ERROR line, STATUS= with the fix, the "
+    "daemon keeps running (no crash loop).",
+)
 def test_rejected_without_project_token_degrades(
     agent: Agent, api: LocalGarnet
 ) -> None:
@@ -271,6 +204,11 @@ def test_rejected_without_project_token_degrades(
     assert 0 == code
 
 
+@pytest.mark.fault(
+    case=1,
+    behaviour="503 at start: READY=1 after the first failure, a warning with attempt "
+    "and next_attempt_in, then registration once the API recovers.",
+)
 def test_api_down_at_start_retries(agent: Agent, api: LocalGarnet) -> None:
     """Transient failures are retried; READY=1 is sent after the first one."""
     api.add_fault(path="/api/v1/agents", status=503, times=2)
@@ -316,6 +254,11 @@ def test_no_token_at_all_exits_78(agent: Agent) -> None:
     ) in daemon.lines
 
 
+@pytest.mark.fault(
+    case=12,
+    behaviour="A second daemon on the same state folder exits 75 naming the first "
+    "one's PID.",
+)
 def test_second_daemon_refused(agent: Agent) -> None:
     """A second daemon on the same state folder exits 75 naming the first."""
     first = agent.start()
@@ -374,16 +317,22 @@ def test_sigint_stops_with_zero(agent: Agent) -> None:
     assert "INFO: stopping signal=SIGINT" in daemon.output()
 
 
+@pytest.mark.fault(
+    case=19,
+    behaviour="Every end-to-end test runs the daemon at debug level, and the "
+    "agent fixture fails the test when any output or STATUS= contains its "
+    "project token or the stored agent token.",
+)
 def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
     """Neither the project token nor the agent token is ever printed."""
     agent.config.write_text("run-time:\n  heartbeat-interval: 1\n  log-level: debug\n")
     daemon = agent.start()
     daemon.wait_for_line("token stored at:")
     first_token = agent.token_path.read_text().strip()
-    _wait_for(lambda: api.agents()[0]["heartbeats"] >= 1, daemon)
+    wait_for(lambda: api.agents()[0]["heartbeats"] >= 1, daemon)
     api.revoke(api.agents()[0]["id"])
     daemon.wait_for_line("registering again")
-    _wait_for(lambda: len(_registrations(api)) == 2, daemon)
+    wait_for(lambda: len(registrations(api)) == 2, daemon)
     daemon.stop()
     second_token = agent.token_path.read_text().strip()
 
@@ -394,6 +343,11 @@ def test_no_token_in_output(agent: Agent, api: LocalGarnet) -> None:
     assert second_token not in output
 
 
+@pytest.mark.fault(
+    case=19,
+    behaviour="A server error that quotes the project token is masked in logs and "
+    "STATUS=.",
+)
 def test_echoed_project_token_masked(agent: Agent, api: LocalGarnet) -> None:
     """A server error that quotes the project token is logged and shown in
     STATUS= with the token masked and on one line."""
@@ -412,13 +366,18 @@ def test_echoed_project_token_masked(agent: Agent, api: LocalGarnet) -> None:
     assert "\nMAINPID" not in status
 
 
+@pytest.mark.fault(
+    case=2,
+    behaviour="With WATCHDOG_USEC set, WATCHDOG=1 goes out from the event loop every "
+    "half of it.",
+)
 def test_watchdog_pings_from_loop(agent: Agent) -> None:
     """With WATCHDOG_USEC set, WATCHDOG=1 goes out every half of it."""
-    daemon = agent.start(WATCHDOG_USEC="400000")
+    daemon = agent.start(WATCHDOG_USEC="1000000")
     daemon.wait_for_line("token stored at:")
 
     daemon.wait_for_message("READY=1")
-    _wait_for(lambda: daemon.messages.count("WATCHDOG=1") >= 3, daemon)
+    wait_for(lambda: daemon.messages.count("WATCHDOG=1") >= 3, daemon)
     code = daemon.stop()
 
     assert 0 == code
@@ -463,6 +422,11 @@ def _wait_for_file_text(path: Path, text: str) -> None:
     raise AssertionError(f"no {text!r} in {path}:\n{path.read_text()}")
 
 
+@pytest.mark.fault(
+    case=4,
+    behaviour="A path that rejects every agent token does not cause a registration at "
+    "every heartbeat.",
+)
 def test_rejections_do_not_storm(agent: Agent, api: LocalGarnet) -> None:
     """A heartbeat path that rejects every agent token does not make the
     daemon register at every beat."""
@@ -472,10 +436,10 @@ def test_rejections_do_not_storm(agent: Agent, api: LocalGarnet) -> None:
 
     delaying = daemon.wait_for_line("delaying the next registration", timeout=10)
     time.sleep(3)
-    registrations = len(_registrations(api))
+    registration_count = len(registrations(api))
     daemon.stop()
 
-    assert 2 == registrations
+    assert 2 == registration_count
     assert delaying.startswith(
         "WARNING: agent token rejected again before any heartbeat succeeded; "
         "delaying the next registration status=401 next_attempt_in="
@@ -540,6 +504,11 @@ def test_heartbeat_failure_and_recovery(agent: Agent, api: LocalGarnet) -> None:
     assert "INFO: heartbeat recovered failed_attempts=2" == recovered
 
 
+@pytest.mark.fault(
+    case=11,
+    behaviour="SIGTERM while the registration request hangs: exit 0 at once, no agent "
+    "token left; the next start registers cleanly.",
+)
 def test_sigterm_during_registration(agent: Agent, api: LocalGarnet) -> None:
     """SIGTERM while the registration request hangs exits 0 at once and
     leaves no agent token behind."""
@@ -555,6 +524,12 @@ def test_sigterm_during_registration(agent: Agent, api: LocalGarnet) -> None:
     assert 0 == code
     assert elapsed < 5
     assert not agent.token_path.exists()
+
+    api.clear_faults()
+    again = agent.start()
+    again.wait_for_line("token stored at:")
+    assert 0 == again.stop()
+    assert 1 == again.output().count("INFO: agent registration complete")
 
 
 def test_reload_fixes_project_token(agent: Agent, api: LocalGarnet) -> None:
@@ -575,6 +550,11 @@ def test_reload_fixes_project_token(agent: Agent, api: LocalGarnet) -> None:
     assert 1 == len(api.agents())
 
 
+@pytest.mark.fault(
+    case=4,
+    behaviour="Registering again refused: degraded with the fix in the log, then "
+    "registers at once after a reload fixes the project token.",
+)
 def test_failed_reregistration_degrades(agent: Agent, api: LocalGarnet) -> None:
     """When registering again is refused, the daemon keeps running, logs
     what to fix, and registers at once when a reload fixes it."""
@@ -592,7 +572,7 @@ def test_failed_reregistration_degrades(agent: Agent, api: LocalGarnet) -> None:
     alive = daemon.process.poll() is None
     agent.env_file.write_text(f"GARNET_API_TOKEN={PROJECT_TOKEN}\n")
     daemon.signal(signal.SIGHUP)
-    _wait_for(lambda: len(_registrations(api)) == 3, daemon)
+    wait_for(lambda: len(registrations(api)) == 3, daemon)
     code = daemon.stop()
 
     assert error.startswith("ERROR: registering again failed status=401 fix=")

@@ -1,7 +1,6 @@
 """Tests of the env file parser and of the env file as a settings source."""
 
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from jibrild.sources.env_file import (
     parse_env_text,
     read_env_file,
 )
+from tests.privileges import as_nobody, open_folder
 
 
 def _load(path: Path, environ: dict[str, str], config: Path) -> LoadedSettings:
@@ -37,6 +37,10 @@ def test_parse_plain_assignments() -> None:
     assert assignments == [Assignment("A", "1", 1), Assignment("B", "two words", 2)]
 
 
+@pytest.mark.fault(
+    case=17,
+    behaviour="Comment and blank lines are skipped.",
+)
 def test_parse_skips_comments_and_blank_lines() -> None:
     """Lines starting with # or ; and blank lines are skipped."""
     assignments = parse_env_text("# one\n  ; two\n\n   \nA=1\n")
@@ -61,6 +65,10 @@ def test_parse_unquoted_continuation() -> None:
     assert assignments == [Assignment("A", "one  two", 1), Assignment("B", "3", 3)]
 
 
+@pytest.mark.fault(
+    case=17,
+    behaviour="Single quotes keep their content verbatim.",
+)
 def test_parse_single_quotes_verbatim() -> None:
     """Single quotes keep backslashes, # and newlines verbatim."""
     assignments = parse_env_text("A='x \\n # y\nz'  \nB=1\n")
@@ -68,6 +76,10 @@ def test_parse_single_quotes_verbatim() -> None:
     assert assignments == [Assignment("A", "x \\n # y\nz", 1), Assignment("B", "1", 3)]
 
 
+@pytest.mark.fault(
+    case=17,
+    behaviour="Double quotes take systemd's escapes.",
+)
 def test_parse_double_quote_escapes() -> None:
     """Double quotes know only the escapes of systemd.exec(5)."""
     text = 'A="q\\" b\\\\ t\\` d\\$ n\\n cont\\\nx"\n'
@@ -75,6 +87,10 @@ def test_parse_double_quote_escapes() -> None:
     assert values(text) == {"A": 'q" b\\ t` d$ n\\n contx'}
 
 
+@pytest.mark.fault(
+    case=17,
+    behaviour="An export prefix is accepted.",
+)
 def test_parse_export_prefix() -> None:
     """An optional `export ` prefix is ignored."""
     assert values("export A=1\nexport\tB=2\nexport=3\n") == {
@@ -131,6 +147,10 @@ def test_parse_malformed_line(text: str, line: int, problem: str) -> None:
     assert caught.value.problem == problem
 
 
+@pytest.mark.fault(
+    case=17,
+    behaviour="A malformed line is one error naming file and line.",
+)
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     """A malformed line in a file raises SettingsError with file:line."""
     path = tmp_path / "jibril"
@@ -153,6 +173,10 @@ def test_malformed_line_hides_pasted_token(tmp_path: Path) -> None:
     assert "s3cr3t" not in str(caught.value)
 
 
+@pytest.mark.fault(
+    case=17,
+    behaviour="A byte-order mark and CRLF line ends load.",
+)
 def test_env_file_bom_and_crlf(tmp_path: Path) -> None:
     """A UTF-8 BOM and CRLF line ends are accepted."""
     path = tmp_path / "jibril"
@@ -224,15 +248,21 @@ def test_explicit_env_file_missing(tmp_path: Path) -> None:
     assert str(caught.value) == expected
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of mode 000")
-def test_env_file_unreadable(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    case=17,
+    behaviour="An env file the daemon's user cannot read (mode 000, read as "
+    "nobody when the tests run as root) is one error naming the file and "
+    "its permissions.",
+)
+def test_env_file_unreadable() -> None:
     """An unreadable env file names the file and its permissions."""
-    path = tmp_path / "jibril"
-    path.write_text("JIBRIL_JOB=x\n")
-    path.chmod(0o000)
+    with open_folder() as folder:
+        path = folder / "jibril"
+        path.write_text("JIBRIL_JOB=x\n")
+        path.chmod(0o000)
 
-    with pytest.raises(SettingsError) as caught:
-        _load(path, {}, tmp_path / "c.yaml")
+        with as_nobody(), pytest.raises(SettingsError) as caught:
+            _load(path, {}, Path("/dev/null"))
 
     expected = f"cannot read env file {path}: permission denied; check its permissions"
     assert str(caught.value) == expected
@@ -327,6 +357,11 @@ _ENV_PIECES = [*"AJ_=#;'\"\\ \t\r\n$`xy0", "GARNET_API_URL=", "JIBRIL_LABELS="]
 _ENV_TEXT = st.lists(st.sampled_from(_ENV_PIECES), max_size=40).map("".join)
 
 
+@pytest.mark.fault(
+    case=20,
+    behaviour="Any text given to the EnvironmentFile parser (hypothesis): assignments "
+    "or EnvFileSyntaxError.",
+)
 @given(text=_ENV_TEXT)
 @settings(max_examples=300, deadline=None)
 def test_parser_any_text_parses_or_raises_syntax_error(text: str) -> None:
@@ -335,6 +370,10 @@ def test_parser_any_text_parses_or_raises_syntax_error(text: str) -> None:
         parse_env_text(text)
 
 
+@pytest.mark.fault(
+    case=20,
+    behaviour="Any bytes as the env file (hypothesis): settings or a SettingsError.",
+)
 @given(data=st.binary(max_size=120) | _ENV_TEXT.map(str.encode))
 @settings(max_examples=200, deadline=None)
 def test_env_file_any_bytes_loads_or_raises(data: bytes) -> None:

@@ -1,5 +1,6 @@
 """Tests of the log line format and of secret masking."""
 
+import base64
 import io
 import os
 from pathlib import Path
@@ -108,6 +109,21 @@ def test_secrets_are_masked() -> None:
     assert "xyz" not in line
     assert jwt_like not in line
     assert line.count(MASK) == 4
+
+
+@pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b"abc"])
+def test_base64_secret_masked(prefix: bytes) -> None:
+    """A known secret inside base64 text is masked at every alignment."""
+    stream = io.StringIO()
+    _log_to(stream, {})
+    remember_secret("base64-planted-secret")
+    encoded = base64.b64encode(prefix + b"base64-planted-secret" + b"!").decode()
+
+    get_logger().warning("failed", error=f"server said {encoded}")
+
+    line = stream.getvalue()
+    assert MASK in line
+    assert encoded not in line
 
 
 def test_newlines_do_not_split_a_line() -> None:

@@ -697,6 +697,10 @@ def test_labels_size_limit(files: Files) -> None:
     assert message.endswith("bytes, more than the 256 kB limit")
 
 
+@pytest.mark.fault(
+    case=7,
+    behaviour="Plain http:// to a loopback host needs no opt-in.",
+)
 @pytest.mark.parametrize(
     "url",
     [
@@ -713,6 +717,10 @@ def test_plain_http_to_loopback_allowed(files: Files, url: str) -> None:
     assert loaded.settings.api_url == url
 
 
+@pytest.mark.fault(
+    case=7,
+    behaviour="allow-insecure-http permits plain http:// to another host.",
+)
 def test_plain_http_allowed_with_opt_in(files: Files) -> None:
     """allow-insecure-http permits plain http:// to another host."""
     loaded = files.load(

@@ -85,6 +85,11 @@ def test_options_every_setting() -> None:
     }
 
 
+@pytest.mark.fault(
+    case=18,
+    behaviour="--token, --api-token and --project-token are rejected with the safe "
+    "ways to pass the token.",
+)
 @pytest.mark.parametrize(
     "argv",
     [
@@ -237,6 +242,10 @@ def _plant_token_and_token_file(folder: Path) -> dict[str, str]:
     return {"GARNET_API_TOKEN": PLANTED, "GARNET_API_TOKEN_FILE": PLANTED}
 
 
+@pytest.mark.fault(
+    case=19,
+    behaviour="No settings error shows a planted token, whatever the source.",
+)
 @pytest.mark.parametrize(
     "plant",
     [

@@ -79,12 +79,19 @@ def test_missing_token_is_none(store: TokenStore) -> None:
     assert store.load() is None
 
 
+@pytest.mark.fault(
+    case=8,
+    behaviour="An empty, blank, non-text or oversized token file counts as no "
+    "token, with a warning naming the file.",
+)
 @pytest.mark.parametrize(
-    "content", [b"", b"  \n\t\n", b"\xff\xfe\x00token", b"two words"]
+    "content",
+    [b"", b"  \n\t\n", b"\xff\xfe\x00token", b"two words", b"a" * (64 * 1024 + 1)],
+    ids=["empty", "blank", "binary", "two words", "over 64 KiB"],
 )
 def test_unusable_token_file_ignored(store: TokenStore, content: bytes) -> None:
-    """An empty, blank or non-text token file counts as no token, with a
-    warning that names the file."""
+    """An empty, blank, non-text or oversized token file counts as no
+    token, with a warning that names the file."""
     store.token_path.write_bytes(content)
     store.token_path.chmod(0o600)
 
@@ -108,6 +115,10 @@ def test_surrounding_whitespace_stripped(store: TokenStore) -> None:
     assert loaded.identity is None
 
 
+@pytest.mark.fault(
+    case=9,
+    behaviour="A token file with mode 0644 is warned about and set to 0600.",
+)
 def test_wide_mode_is_tightened(store: TokenStore) -> None:
     """A token file readable by others is warned about and set to 0600."""
     store.save(TOKEN, _identity())
@@ -121,6 +132,10 @@ def test_wide_mode_is_tightened(store: TokenStore) -> None:
     ] == store.warnings
 
 
+@pytest.mark.fault(
+    case=9,
+    behaviour="A symbolic link at the token path is rejected with a clear error.",
+)
 def test_symlink_rejected(store: TokenStore, tmp_path: Path) -> None:
     """A symbolic link at the token path is an error, not followed."""
     target = tmp_path / "elsewhere"
@@ -136,6 +151,48 @@ def test_symlink_rejected(store: TokenStore, tmp_path: Path) -> None:
     ) == str(raised.value)
 
 
+@pytest.mark.fault(
+    case=9,
+    behaviour="A symbolic link in place of the identity record, the lock "
+    "file or the machine-id file is rejected naming the file; its target is "
+    "never written.",
+)
+@pytest.mark.parametrize(
+    ("description", "name"),
+    [
+        ("identity record", "agent.json"),
+        ("lock file", "agent.lock"),
+        ("machine-id file", "machine-id"),
+    ],
+)
+def test_symlinked_store_file_rejected(
+    tmp_path: Path, description: str, name: str
+) -> None:
+    """No file of the state folder is a way to write elsewhere."""
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    (folder / name).symlink_to(target)
+    store = TokenStore(folder / "agent.token")
+
+    with pytest.raises(TokenStoreError) as raised:
+        store.prepare()
+        store.save(TOKEN, _identity())
+        store.machine_id()
+    store.unlock()
+
+    assert str(raised.value).startswith(
+        f"{description} {folder / name} is a symbolic link; remove it"
+    )
+    assert "keep" == target.read_text()
+    assert (folder / name).is_symlink()
+
+
+@pytest.mark.fault(
+    case=9,
+    behaviour="A save never writes through a symbolic link at the token path.",
+)
 def test_symlink_not_written_through(store: TokenStore, tmp_path: Path) -> None:
     """Saving over a symbolic link fails and leaves its target untouched."""
     target = tmp_path / "elsewhere"
@@ -148,6 +205,10 @@ def test_symlink_not_written_through(store: TokenStore, tmp_path: Path) -> None:
     assert "keep" == target.read_text()
 
 
+@pytest.mark.fault(
+    case=9,
+    behaviour="A folder at the token path is rejected with a clear error.",
+)
 def test_folder_at_token_path_rejected(store: TokenStore) -> None:
     """A folder where the token file should be is an error."""
     store.token_path.mkdir()
@@ -161,6 +222,11 @@ def test_folder_at_token_path_rejected(store: TokenStore) -> None:
     ) == str(raised.value)
 
 
+@pytest.mark.fault(
+    case=8,
+    behaviour="A valid-looking leftover temporary file is never read as the token and "
+    "is removed at start.",
+)
 def test_leftover_temporary_file_removed(store: TokenStore) -> None:
     """A temporary file from an interrupted write is never read as the
     token, and prepare removes it."""
@@ -213,6 +279,10 @@ def test_invalid_record_ignored(store: TokenStore, record: str) -> None:
     ] == store.warnings
 
 
+@pytest.mark.fault(
+    case=12,
+    behaviour="The state folder's lock names the PID that holds it.",
+)
 def test_second_lock_names_pid(store: TokenStore) -> None:
     """A second daemon on the same folder gets the first one's PID."""
     other = TokenStore(store.token_path)

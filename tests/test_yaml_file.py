@@ -1,7 +1,6 @@
 """Tests of the YAML configuration file as a settings source."""
 
 import contextlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from pydantic import SecretStr
 from jibrild.errors import SettingsError
 from jibrild.settings import LoadedSettings, Settings, load_settings
 from jibrild.sources.yaml_file import YamlFileSettingsSource
+from tests.privileges import as_nobody, open_folder
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -36,6 +36,11 @@ def yaml_error(path: Path, text: str | bytes) -> str:
     return str(caught.value)
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="Jibril's default config with all its sections plus a run-time: section "
+    "loads.",
+)
 def test_default_config_with_run_time_loads(tmp_path: Path) -> None:
     """Jibril's default config plus a run-time section loads."""
     path = tmp_path / "config.yaml"
@@ -128,6 +133,10 @@ def test_unknown_top_level_log_level_ignored(tmp_path: Path) -> None:
     assert loaded.origins["log_level"] == "default"
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="An empty file or section gives the defaults.",
+)
 @pytest.mark.parametrize(
     "text", ["", "# only a comment\n", "---\n", "run-time:\n", "run-time:\n  api:\n"]
 )
@@ -149,6 +158,10 @@ def test_null_value_is_unset(tmp_path: Path) -> None:
     assert loaded.origins["api_url"] == "default"
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="A byte-order mark and CRLF line ends load.",
+)
 def test_bom_and_crlf(tmp_path: Path) -> None:
     """A UTF-8 BOM and CRLF line ends are accepted."""
     text = b"\xef\xbb\xbfrun-time:\r\n  job: nightly\r\n"
@@ -188,17 +201,21 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
     assert str(caught.value) == expected
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of mode 000")
-def test_unreadable_file(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    case=16,
+    behaviour="A config file the daemon's user cannot read (mode 000, read "
+    "as nobody when the tests run as root) is one error naming the file and "
+    "its permissions.",
+)
+def test_unreadable_file() -> None:
     """An unreadable config file names the file and its permissions."""
-    path = tmp_path / "config.yaml"
-    path.write_text("run-time:\n")
-    path.chmod(0o000)
-    env_file = tmp_path / "env"
-    env_file.write_text("")
+    with open_folder() as folder:
+        path = folder / "config.yaml"
+        path.write_text("run-time:\n")
+        path.chmod(0o000)
 
-    with pytest.raises(SettingsError) as caught:
-        load_settings({}, {}, config_path=path, env_file_path=env_file)
+        with as_nobody(), pytest.raises(SettingsError) as caught:
+            load_settings({}, {}, config_path=path, env_file_path=Path("/dev/null"))
 
     expected = (
         f"cannot read config file {path}: permission denied; check its permissions"
@@ -206,6 +223,11 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert str(caught.value) == expected
 
 
+@pytest.mark.fault(
+    case=16,
+    behaviour="Each kind of invalid file (syntax, tab, wrong type, unknown key, "
+    "duplicate key, ...) raises with file, line and the fix.",
+)
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -512,6 +534,11 @@ _YAML_PIECES = [
 _YAML_TEXT = st.lists(st.sampled_from(_YAML_PIECES), max_size=40).map("".join)
 
 
+@pytest.mark.fault(
+    case=20,
+    behaviour="Any YAML-like text as the config file (hypothesis): settings or a "
+    "SettingsError.",
+)
 @given(text=_YAML_TEXT)
 @settings(max_examples=400, deadline=None)
 def test_any_yaml_loads_or_raises(text: str) -> None:

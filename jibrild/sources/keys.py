@@ -65,7 +65,7 @@ SETTING_KEYS: tuple[SettingKey, ...] = (
         "--ca-file",
         "text",
         "the path of a readable PEM file of CA certificates",
-        "PEM file of CA certificates that replaces the system ones",
+        "PEM file of CA certificates to trust besides the system ones",
     ),
     SettingKey(
         "allow_insecure_http",
