@@ -139,6 +139,7 @@ class AgentTokenHolder:
                 error,
                 "agent token rejected and no project token is set",
                 f"{_HOW_TO_SET_PROJECT}, then 'systemctl reload jibril'",
+                journal=self._rejected_event(),
             )
 
         wait = self._next_registration - time.monotonic()
@@ -177,12 +178,15 @@ class AgentTokenHolder:
         return NextBeat(settings.heartbeat_interval)
 
     def _degraded(
-        self, error: AgentTokenRejectedError, message: str, fix: str
+        self,
+        error: AgentTokenRejectedError,
+        message: str,
+        fix: str,
+        journal: dict[str, str] | None = None,
     ) -> NextBeat:
-        """Keep running without a usable agent token, and log why."""
-        get_logger().error(
-            message, status=error.status, fix=fix, journal=self._rejected_event()
-        )
+        """Keep running without a usable agent token, and log why; ``journal``
+        marks the line that first reports the rejection."""
+        get_logger().error(message, status=error.status, fix=fix, journal=journal)
         self.on_status(f"{message} (HTTP {error.status}); {fix}")
         interval = self.settings().heartbeat_interval
         return NextBeat(max(interval, DEGRADED_RETRY_SECONDS), OnWake.BEAT)
@@ -249,8 +253,8 @@ class AgentTokenHolder:
         self._log_registration(previous_agent_id)
 
     def _log_registration(self, previous_agent_id: str | None) -> None:
-        # These lines and their order are what operators grep for; the
-        # journal fields ride on them where the journal is there.
+        # These lines and their order are what operators grep for. Where
+        # the journal is there, its fields go with them.
         log = get_logger()
         log.info(
             "agent registration complete",

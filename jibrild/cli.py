@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jibrild import __version__
 from jibrild.environment import detect_runtime_environment
-from jibrild.errors import ExitCode, JibrildError
+from jibrild.errors import ExitCode, JibrildError, SettingsError
 from jibrild.hostfacts import read_host_facts
 from jibrild.logs import configure_logs, get_logger, remember_project_token
 from jibrild.registration_body import build_registration_body
@@ -19,9 +19,15 @@ from jibrild.reload import SettingsReloader
 from jibrild.settings import (
     LoadedSettings,
     add_settings_options,
-    load_settings,
     options_from_args,
     render_settings,
+)
+from jibrild.settings_copies import (
+    COPIES_VARIABLE,
+    copy_settings,
+    read_copies,
+    settings_paths,
+    signal_reload,
 )
 from jibrild.tokenstore import Identity, TokenStore
 
@@ -38,7 +44,7 @@ exit codes:
   78  invalid or missing settings
 """
 
-COMMANDS = ("run", "config", "detect", "status")
+COMMANDS = ("run", "config", "detect", "status", "copy-settings")
 
 # As with systemctl status, 3 means "not running here": no identity on disk.
 _NOT_REGISTERED = 3
@@ -107,6 +113,19 @@ def _parser() -> argparse.ArgumentParser:
         "print the runtime environment and the registration body, as JSON",
     )
     _command(commands, "status", _status, "print the agent identity on disk")
+    copy = _command(
+        commands,
+        "copy-settings",
+        _copy_settings,
+        "copy the root-only settings files for jibril.service (run as root by "
+        "its ExecStartPre= and ExecReload=)",
+    )
+    copy.add_argument(
+        "--reload-pid",
+        type=int,
+        metavar="PID",
+        help="then send SIGHUP to this daemon, so it loads the copies",
+    )
     return parser
 
 
@@ -142,9 +161,10 @@ def _command(
 
 def _load(args: argparse.Namespace) -> LoadedSettings:
     configure_logs("info")
-    loaded = load_settings(
-        options_from_args(args), os.environ, args.config, args.env_file
-    )
+    copies = os.environ.get(COPIES_VARIABLE)
+    if copies:
+        read_copies(Path(copies), settings_paths(args.config, args.env_file))
+    loaded = _reloader(args).load()
     configure_logs(loaded.settings.log_level)
     remember_project_token(loaded.settings)
     for warning in loaded.warnings:
@@ -157,10 +177,34 @@ def _run(args: argparse.Namespace) -> int:
     from jibrild.daemon import Daemon  # noqa: PLC0415
 
     loaded = _load(args)
-    reloader = SettingsReloader(
+    return asyncio.run(Daemon(loaded, _reloader(args)).run())
+
+
+def _reloader(args: argparse.Namespace) -> SettingsReloader:
+    # The first load goes through the reloader too, so that values systemd
+    # copied from /etc/default/jibril into the environment are reported as
+    # the file's, with its line, from the start.
+    return SettingsReloader(
         options_from_args(args), dict(os.environ), args.config, args.env_file
     )
-    return asyncio.run(Daemon(loaded, reloader).run())
+
+
+def _copy_settings(args: argparse.Namespace) -> int:
+    configure_logs("info")
+    folder = os.environ.get("RUNTIME_DIRECTORY")
+    if not folder:
+        raise SettingsError(
+            "RUNTIME_DIRECTORY is not set; copy-settings runs as root from "
+            "jibril.service, which sets RuntimeDirectory=jibril"
+        )
+
+    originals = settings_paths(args.config, args.env_file)
+    # RUNTIME_DIRECTORY may list several folders; the unit names one.
+    for line in copy_settings(Path(folder.split(":")[0]), originals):
+        get_logger().debug("settings file", result=line)
+    if args.reload_pid is not None:
+        signal_reload(args.reload_pid)
+    return ExitCode.OK
 
 
 def _config(args: argparse.Namespace) -> int:

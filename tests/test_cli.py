@@ -183,3 +183,24 @@ def test_command_after_options(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert 2 == exited.value.code
     assert "jibrild: error: put the command first: jibrild config [options]" in err
+
+
+def test_env_file_copy_in_environ_named_as_file(
+    files: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad value that systemd's EnvironmentFile= also put in the
+    environment is reported at its line in the env file, not as a variable."""
+    env_file = tmp_path / "jibril.env"
+    env_file.write_text("GARNET_API_TOKEN=t0ken-value\nGARNET_API_URL=ftp://x\n")
+    monkeypatch.setenv("GARNET_API_TOKEN", "t0ken-value")
+    monkeypatch.setenv("GARNET_API_URL", "ftp://x")
+
+    code = main(["config", *files])
+
+    assert 78 == code
+    error = capsys.readouterr().err
+    assert f"{env_file}:2" in error
+    assert "environment variable" not in error

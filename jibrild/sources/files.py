@@ -43,6 +43,20 @@ class FileTooLargeError(Exception):
 
 _DEV_NULL = Path("/dev/null")
 
+# Settings files read from another path while their own path is still shown
+# in messages: the copies jibril.service makes of root-only files.
+_stand_ins: dict[Path, Path] = {}
+
+
+def use_stand_in(original: Path, stand_in: Path) -> None:
+    """Read ``original`` from ``stand_in`` from now on."""
+    _stand_ins[original] = stand_in
+
+
+def clear_stand_ins() -> None:
+    """Read every settings file from its own path again."""
+    _stand_ins.clear()
+
 
 def read_regular_file(path: Path, max_size: int) -> FileContent:
     """Read a regular file of at most max_size bytes.
@@ -114,7 +128,7 @@ def read_settings_file(
         advice = f"replace it, or give another path with {option}"
 
     try:
-        return read_regular_file(path, MAX_SETTINGS_FILE_SIZE)
+        return read_regular_file(_stand_ins.get(path, path), MAX_SETTINGS_FILE_SIZE)
     except FileNotFoundError:
         if required:
             raise SettingsError(f"{description} {path} not found; {advice}") from None

@@ -39,7 +39,7 @@ class Machine:
         self._pid1 = 0
 
     def boot(self) -> None:
-        """Boot and wait until systemd says the system is up."""
+        """Boot and wait until systemd reports the system as running."""
         with self.console_log.open("ab") as console:
             # --register=no and --keep-unit: there is no systemd on the host
             # to register the machine with or to ask for a scope unit.
@@ -138,8 +138,10 @@ class Machine:
             if self._nspawn.poll() is not None:
                 raise AssertionError(f"systemd-nspawn exited; see {self.console_log}")
             for pid in children.read_text().split():
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
-                    return int(pid)
+                # nspawn's first child exits during start-up: skip a PID gone.
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                        return int(pid)
             time.sleep(0.05)
         raise AssertionError(f"no systemd started; see {self.console_log}")
 
@@ -158,11 +160,7 @@ class Machine:
 def _remove_leftover_cgroups() -> None:
     # nspawn with --keep-unit, started outside any systemd, leaves its empty
     # cgroups at the host's root; rmdir only removes empty ones.
-    for hierarchy in (
-        "/sys/fs/cgroup/systemd",
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup",
-    ):
+    for hierarchy in _CGROUP_ROOTS:
         for name in ("payload", "supervisor"):
             top = Path(hierarchy, name)
             if not top.is_dir():
