@@ -1,18 +1,23 @@
-# The README's commands. `make run` and `make test` work on a fresh clone:
-# each creates the virtual environment first when it is missing or stale.
+# The README's commands. `make run`, `make test` and `make bench` work on a
+# fresh clone: each creates the virtual environment first when it is missing
+# or stale.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint check venv clean
+.PHONY: run test lint check bench venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# A few minutes on two cores; not part of `make test`. Writes bench/results.json.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
