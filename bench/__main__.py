@@ -36,7 +36,7 @@ def _options() -> argparse.Namespace:
         prog="python -m bench", description="Benchmark jibrild against its floor."
     )
     parser.add_argument(
-        "--startup-rounds", type=int, default=9, help="start-up pairs (default 9)"
+        "--startup-rounds", type=int, default=11, help="start-up pairs (default 11)"
     )
     parser.add_argument(
         "--heartbeat-rounds",
