@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 from urllib.request import proxy_bypass
 
 import aiohttp
+
+# NOTE: aiohttp.helpers is not aiohttp's documented API, so an upgrade may
+# move these; tests/test_api.py sends calls through a proxy and past it.
 from aiohttp.helpers import ProxyInfo, proxies_from_env
 from pydantic import SecretStr
 

@@ -22,7 +22,8 @@ class Backoff:
     least ``cap_floor_fraction`` of the cap. By then full jitter has spread
     the fleet, and the remaining waits of full jitter are twice as dense
     near zero as on average, so when a long outage ends the first retries
-    would crowd in. Draws from [0.75 cap, cap] arrive nearly evenly.
+    would crowd in. With the default of 0.75 they arrive nearly evenly, as
+    the fleet simulation of docs/performance.md shows.
     """
 
     def __init__(
@@ -44,10 +45,10 @@ class Backoff:
         """Count one more failed attempt and return the seconds to wait."""
         self.attempt += 1
         ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt - 1, 32))
-        floor = self.floor_fraction
+        bottom = self.floor_fraction
         if ceiling >= self.cap:
-            floor = max(floor, self.cap_floor_fraction)
-        delay = (floor + (1 - floor) * self._random_fraction()) * ceiling
+            bottom = max(bottom, self.cap_floor_fraction)
+        delay = (bottom + (1 - bottom) * self._random_fraction()) * ceiling
 
         if retry_after is not None and retry_after > 0:
             floor = min(retry_after, _MAX_RETRY_AFTER)
