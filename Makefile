@@ -1,12 +1,13 @@
-# The README's commands. `make run` and `make test` work on a fresh clone:
-# each creates the virtual environment first when it is missing or stale.
+# The README's commands. `make run`, `make test` and `make bench` work on a
+# fresh clone: each creates the virtual environment first when it is missing
+# or stale.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-systemd lint check venv clean
+.PHONY: run test test-systemd lint check bench venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
@@ -21,6 +22,10 @@ SYSTEMD_CACHE ?= $(CURDIR)/.cache/systemd
 test-systemd: $(INSTALLED)
 	PYTHON=$(CURDIR)/$(BIN)/python tests/systemd/build-rootfs $(SYSTEMD_CACHE)
 	JIBRIL_SYSTEMD_CACHE=$(SYSTEMD_CACHE) $(BIN)/python -m pytest tests/systemd
+
+# A few minutes on two cores; not part of `make test`. Writes bench/results.json.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ import enum
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import SecretStr
 
@@ -64,13 +65,24 @@ class HeartbeatLoop:
     random_fraction: Callable[[], float] = random.random
     beats: int = field(default=0, init=False)
     failures: int = field(default=0, init=False)
+    _stop_waiter: "asyncio.Task[Literal[True]] | None" = field(
+        default=None, init=False, repr=False
+    )
+    _wake_waiter: "asyncio.Task[Literal[True]] | None" = field(
+        default=None, init=False, repr=False
+    )
 
     async def run(self) -> None:
         """Beat until stopped."""
         backoff = Backoff(base=self.interval(), random_fraction=self.random_fraction)
         next_beat = NextBeat(jittered(self.interval(), self.random_fraction))
-        while not await self._wait(next_beat):
-            next_beat = await self._beat(backoff)
+        try:
+            while not await self._wait(next_beat):
+                next_beat = await self._beat(backoff)
+        finally:
+            for waiter in (self._stop_waiter, self._wake_waiter):
+                if waiter is not None:
+                    waiter.cancel()
 
     async def _beat(self, backoff: Backoff) -> NextBeat:
         log = get_logger()
@@ -127,11 +139,15 @@ class HeartbeatLoop:
     async def _wait_for_event(self, seconds: float) -> bool:
         """Wait until stop or wake is set, at most ``seconds``; return True
         if either was."""
-        stop = asyncio.ensure_future(self.stop.wait())
-        wake = asyncio.ensure_future(self.wake.wait())
-        done, pending = await asyncio.wait(
-            (stop, wake), timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        # A waiter lasts until its event is set, not one wait, so that a
+        # heartbeat does not create and cancel two tasks.
+        if self._stop_waiter is None:
+            self._stop_waiter = asyncio.ensure_future(self.stop.wait())
+        if self._wake_waiter is None or self._wake_waiter.done():
+            self._wake_waiter = asyncio.ensure_future(self.wake.wait())
+        done, _ = await asyncio.wait(
+            (self._stop_waiter, self._wake_waiter),
+            timeout=seconds,
+            return_when=asyncio.FIRST_COMPLETED,
         )
-        for task in pending:
-            task.cancel()
         return bool(done)

@@ -17,6 +17,9 @@ class Notifier:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self.watchdog_interval = _watchdog_interval(os.environ)
         self.status = ""
+        # The text last given, before masking: a heartbeat sets the same
+        # status every time, and masking it again would cost each beat.
+        self._status_given = ""
         self._notifier: sdnotify.SystemdNotifier | None = None
         if self.enabled:
             self._notifier = sdnotify.SystemdNotifier()
@@ -31,6 +34,7 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         """Tell systemd start-up is finished, with a status line."""
+        self._status_given = status
         self.status = one_line(status)
         self.send(f"READY=1\nSTATUS={self.status}")
 
@@ -40,6 +44,9 @@ class Notifier:
         The text is masked and kept on one line, because it may quote a
         server and a newline would start another notify assignment.
         """
+        if status == self._status_given:
+            return
+        self._status_given = status
         status = one_line(status)
         if status != self.status:
             self.status = status
@@ -59,6 +66,7 @@ class Notifier:
 
     def stopping(self, status: str = "stopping") -> None:
         """Tell systemd the daemon is shutting down, with a last status."""
+        self._status_given = status
         self.status = one_line(status)
         self.send(f"STOPPING=1\nSTATUS={self.status}")
 

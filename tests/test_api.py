@@ -329,3 +329,36 @@ def test_retry_after_invalid_is_none() -> None:
     """A Retry-After that is neither form is ignored."""
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def _clear_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_http_proxy_carries_calls(
+    api: LocalGarnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY sends calls for another host to the proxy, here the
+    local API, which serves the absolute URL's path."""
+    _clear_proxy_variables(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", api.url)
+
+    registration = _register("http://api.garnet.invalid/")
+
+    assert registration.agent_token.get_secret_value()
+    assert ["/api/v1/agents"] == [entry["path"] for entry in api.requests()]
+
+
+def test_no_proxy_bypasses_proxy(
+    api: LocalGarnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host listed in NO_PROXY is called directly, not through the proxy."""
+    _clear_proxy_variables(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9/")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    registration = _register(api.url)
+
+    assert registration.agent_token.get_secret_value()

@@ -67,3 +67,13 @@ def test_floor_fraction_raises_bottom() -> None:
     delays = [backoff.next_delay() for _ in range(3)]
 
     assert [30.0, 60.0, 120.0] == delays
+
+
+def test_cap_raises_bottom_of_range() -> None:
+    """Once the ceiling is the cap, the smallest draw waits three quarters
+    of the cap."""
+    backoff = Backoff(base=1.0, cap=4.0, random_fraction=lambda: 0.0)
+
+    delays = [backoff.next_delay() for _ in range(4)]
+
+    assert [0.0, 0.0, 3.0, 3.0] == delays

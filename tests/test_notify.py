@@ -50,6 +50,23 @@ def test_status_not_repeated(notify_socket: tuple[socket.socket, str]) -> None:
     assert b"STATUS=registered as a1" == receiver.recv(4096)
 
 
+def test_status_sent_again_after_ready(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    """A status given again after READY=1 replaced it is sent again."""
+    receiver, _ = notify_socket
+    notifier = Notifier()
+
+    notifier.set_status("registering (attempt 1)")
+    notifier.ready("registered as a1")
+    notifier.set_status("registering (attempt 1)")
+    notifier.close()
+
+    assert b"STATUS=registering (attempt 1)" == receiver.recv(4096)
+    assert b"READY=1\nSTATUS=registered as a1" == receiver.recv(4096)
+    assert b"STATUS=registering (attempt 1)" == receiver.recv(4096)
+
+
 def test_abstract_socket_address(monkeypatch: pytest.MonkeyPatch) -> None:
     """An address starting with @ is a Linux abstract socket."""
     name = f"jibrild-test-{os.getpid()}"
