@@ -25,6 +25,7 @@ from jibrild.settings import (
 from jibrild.settings_copies import (
     COPIES_VARIABLE,
     copy_settings,
+    files_to_copy,
     read_copies,
     settings_paths,
     signal_reload,
@@ -198,10 +199,9 @@ def _copy_settings(args: argparse.Namespace) -> int:
             "jibril.service, which sets RuntimeDirectory=jibril"
         )
 
-    originals = settings_paths(args.config, args.env_file)
+    paths = settings_paths(args.config, args.env_file)
     # RUNTIME_DIRECTORY may list several folders; the unit names one.
-    for line in copy_settings(Path(folder.split(":")[0]), originals):
-        get_logger().debug("settings file", result=line)
+    copy_settings(Path(folder.split(":")[0]), files_to_copy(paths, os.environ))
     if args.reload_pid is not None:
         signal_reload(args.reload_pid)
     return ExitCode.OK

@@ -51,6 +51,9 @@ class Daemon:
         self.wake = asyncio.Event()
         self._ready_sent = False
         self._signals = 0
+        # The last status the agent reported, shown again once a failed
+        # reload is followed by one that succeeds.
+        self._agent_status = ""
 
     async def run(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit code."""
@@ -174,6 +177,7 @@ class Daemon:
         """Show a status. The first one also sends READY=1, because by then
         the agent token is held or a first attempt failed for a reason that
         only time can fix."""
+        self._agent_status = status
         if self._ready_sent:
             self.notifier.set_status(status)
             return
@@ -240,6 +244,8 @@ class Daemon:
         configure_logs(self.settings.log_level, self.environ)
         names = ",".join(setting_key(name) for name in changed)
         log.info("settings reloaded", changed=names or "nothing")
+        if self._agent_status:
+            self.notifier.set_status(self._agent_status)
         self.wake.set()
         self._reloaded()
 

@@ -120,6 +120,7 @@ class TokenStore:
         self._check_target(self.lock_path, "lock file")
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            self._match_folder_owner(fd)
         except OSError as error:
             raise TokenStoreError(
                 f"cannot open lock file {self.lock_path}: {error.strerror}; "
@@ -252,11 +253,25 @@ class TokenStore:
         except OSError as error:
             self.warnings.append(f"cannot chmod {path}: {error.strerror}")
 
+    def _match_folder_owner(self, fd: int) -> None:
+        """Give a file root creates to the state folder's owner.
+
+        jibril.service runs as a dynamic user that owns the folder. A
+        `jibrild run` started by hand as root would otherwise leave files
+        that user cannot read, and the service would then fail to start.
+        """
+        if os.geteuid() != 0:
+            return
+        folder = self.folder.stat()
+        if (folder.st_uid, folder.st_gid) != (0, 0):
+            os.fchown(fd, folder.st_uid, folder.st_gid)
+
     def _write_atomic(self, path: Path, data: bytes) -> None:
         temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                self._match_folder_owner(fd)
                 _write_all(fd, data)
                 os.fsync(fd)
             finally:

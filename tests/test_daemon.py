@@ -305,6 +305,27 @@ def test_sighup_with_bad_settings_keeps_old(agent: Agent) -> None:
     assert 0 == code
 
 
+def test_good_reload_clears_failed_status(agent: Agent) -> None:
+    """After a failed reload, one that succeeds shows the agent's status
+    again instead of the old failure."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    agent.config.write_text("run-time:\n  heartbeat-interval: often\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_message("reload failed")
+    agent.config.write_text("run-time:\n  heartbeat-interval: 45\n")
+
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("settings reloaded")
+    daemon.pause(0.3)
+    code = daemon.stop()
+
+    statuses = [m for m in daemon.messages if m.startswith("STATUS=")]
+    assert statuses[-2].startswith("STATUS=reload failed")
+    assert statuses[-1].startswith("STATUS=registered as ")
+    assert 0 == code
+
+
 def test_sigint_stops_with_zero(agent: Agent) -> None:
     """SIGINT, as from Ctrl-C, stops the daemon with exit code 0."""
     daemon = agent.start()

@@ -355,3 +355,21 @@ def test_record_with_extra_field_loads(store: TokenStore) -> None:
 
     assert loaded is not None
     assert _identity() == loaded.identity
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
+def test_root_gives_files_to_folder_owner(tmp_path: Path) -> None:
+    """Run by hand as root on the service's state folder, the daemon leaves
+    files the service's own user can still read."""
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 65534, 65534)
+    store = TokenStore(folder / "agent.token")
+    store.prepare()
+
+    store.save(TOKEN, _identity())
+    store.unlock()
+
+    for name in ("agent.token", "agent.json", "agent.lock"):
+        info = (folder / name).stat()
+        assert (65534, 65534) == (info.st_uid, info.st_gid), name

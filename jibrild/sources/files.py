@@ -70,6 +70,7 @@ def read_regular_file(path: Path, max_size: int) -> FileContent:
     # /dev/null is the usual way to say "no file": read it as empty.
     if path == _DEV_NULL:
         return FileContent(b"", 0o666)
+    path = _stand_ins.get(path, path)
     _check_regular(os.stat(path).st_mode)
 
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
@@ -128,7 +129,7 @@ def read_settings_file(
         advice = f"replace it, or give another path with {option}"
 
     try:
-        return read_regular_file(_stand_ins.get(path, path), MAX_SETTINGS_FILE_SIZE)
+        return read_regular_file(path, MAX_SETTINGS_FILE_SIZE)
     except FileNotFoundError:
         if required:
             raise SettingsError(f"{description} {path} not found; {advice}") from None

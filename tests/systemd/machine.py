@@ -124,9 +124,17 @@ class Machine:
         return [json.loads(line) for line in output.splitlines() if line.strip()]
 
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
-        """Write a file inside, owned by root, with ``mode``."""
+        """Write a file inside, owned by root, with ``mode``.
+
+        A link inside the rootfs is replaced, never followed: its target
+        would be resolved on the host, outside the machine.
+        """
         target = self.rootfs / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.resolve().is_relative_to(self.rootfs.resolve()):
+            raise AssertionError(f"{path} leads out of the rootfs")
+        if target.is_symlink():
+            target.unlink()
         target.write_text(text)
         target.chmod(mode)
 

@@ -402,6 +402,43 @@ def test_project_token_from_load_credential(
     assert fingerprint(CREDENTIAL_PROJECT_TOKEN) == used
 
 
+def test_project_token_from_root_only_file(
+    machine: Machine, garnet: LocalGarnet
+) -> None:
+    """GARNET_API_TOKEN_FILE naming a 0600 root file works under the unit,
+    whose own user cannot read that file."""
+    machine.write("/etc/jibril/garnet-api-token", CREDENTIAL_PROJECT_TOKEN, mode=0o600)
+    configure(
+        machine,
+        garnet,
+        GARNET_API_TOKEN="",
+        GARNET_API_TOKEN_FILE="/etc/jibril/garnet-api-token",
+    )
+    garnet.clear_requests()
+
+    machine.systemctl("start", "jibril")
+
+    [registration] = [r for r in garnet.requests() if r["path"] == "/api/v1/agents"]
+    used = registration["credentials"]["X-Project-Token"]
+    assert fingerprint(CREDENTIAL_PROJECT_TOKEN) == used
+
+
+def test_reload_fails_on_unreadable_file(machine: Machine, garnet: LocalGarnet) -> None:
+    """A settings file that cannot be copied fails `systemctl reload`, and
+    the daemon runs on with its settings."""
+    machine.systemctl("start", "jibril")
+    pid = main_pid(machine)
+    machine.shell("mkdir /etc/jibril/config.yaml")
+
+    result = machine.run("systemctl", "reload", "jibril", check=False)
+
+    assert 0 != result.returncode
+    assert pid == main_pid(machine)
+    assert "active" == machine.show("jibril", "ActiveState")
+    log = machine.run("journalctl", "-u", "jibril", "-n", "20", "-o", "cat").stdout
+    assert "cannot copy /etc/jibril/config.yaml: it is a directory" in log
+
+
 def test_stop_is_prompt_and_clean(machine: Machine) -> None:
     """`systemctl stop` ends the daemon with exit 0 well within the stop
     timeout (set to 5 s here, so a slow stop fails as a timeout)."""
