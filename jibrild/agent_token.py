@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -32,6 +33,9 @@ from jibrild.registration import Registrar, RegistrationRequest, format_delay
 from jibrild.registration_body import build_registration_body
 from jibrild.settings import Settings
 from jibrild.tokenstore import Identity, StoredToken, TokenStore, token_fingerprint
+
+# Ports a URL may leave out, when comparing API URLs.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # While no registration can replace a rejected agent token, check back at
 # this pace: slow enough to spare the API, quick enough to notice a fix.
@@ -206,7 +210,7 @@ class AgentTokenHolder:
             return None
         if identity.machine_id != self.machine_id:
             return "stored agent token was issued on another machine"
-        if identity.api_url.rstrip("/") != self._api_url().rstrip("/"):
+        if not same_api_url(identity.api_url, self._api_url()):
             return "stored agent token belongs to another API URL"
         return None
 
@@ -314,3 +318,19 @@ class AgentTokenHolder:
         if self._store_failed:
             get_logger().info(f"token stored at: {self.store.token_path}")
             self._store_failed = False
+
+
+def same_api_url(first: str, second: str) -> bool:
+    """Tell whether two API URLs name the same API, whatever the case of
+    scheme and host, an explicit default port or a trailing slash."""
+    return _api_url_key(first) == _api_url_key(second)
+
+
+def _api_url_key(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")

@@ -4,6 +4,7 @@ mean for it."""
 import email.utils
 import json
 import os
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -24,8 +25,15 @@ from jibrild.errors import (
     JibrildError,
     ProjectTokenRejectedError,
     RegistrationRejectedError,
+    SettingsError,
 )
-from jibrild.sources.checks import is_visible_ascii
+from jibrild.sources.checks import is_loopback_host, is_visible_ascii
+
+# "user:password@" or "user@" in a URL, with or without "scheme://".
+_CREDENTIALS = re.compile(r"[^\s/@'\"<>]+@")
+
+# Longer than any id the API gives; a longer one is shown as "unknown".
+_MAX_AGENT_ID_LENGTH = 128
 
 # No response of the API is near this size; a larger body is a proxy's page
 # or a fault, and is not read into memory.
@@ -82,7 +90,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
 
     value = value.strip()
-    if value.isdigit():
+    # str.isdigit() also takes digits such as "²", which float() rejects.
+    if value.isascii() and value.isdigit():
         return float(value)
 
     try:
@@ -106,7 +115,7 @@ def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext | bool:
     return context
 
 
-def env_proxy(base_url: str) -> ProxyInfo | None:
+def env_proxy(base_url: str, allow_insecure_http: bool = False) -> ProxyInfo | None:
     """Return the proxy that HTTPS_PROXY, HTTP_PROXY and NO_PROXY choose for
     ``base_url``, with credentials from the URL or ~/.netrc, or None.
 
@@ -116,7 +125,55 @@ def env_proxy(base_url: str) -> ProxyInfo | None:
     url = urlsplit(base_url)
     if url.hostname and proxy_bypass(url.hostname):
         return None
-    return proxies_from_env().get(url.scheme)
+    _check_proxy_variables(url.scheme)
+    proxy = proxies_from_env().get(url.scheme)
+    if proxy is not None and url.scheme == "http" and not allow_insecure_http:
+        _check_cleartext_proxy(str(proxy.proxy.host))
+    return proxy
+
+
+def _check_cleartext_proxy(proxy_host: str) -> None:
+    """Raise SettingsError when an http:// API URL, allowed without the
+    opt-in because it is loopback, would send the token in clear to a proxy
+    on another host."""
+    if is_loopback_host(proxy_host):
+        return
+    raise SettingsError(
+        f"the HTTP proxy at {proxy_host} would get the plain http:// API "
+        "requests, with their tokens, in clear; use an https:// API URL, add "
+        "the API host to NO_PROXY, or set GARNET_API_ALLOW_INSECURE_HTTP=true"
+    )
+
+
+def _check_proxy_variables(scheme: str) -> None:
+    """Raise SettingsError naming a proxy variable whose URL aiohttp could
+    not use, with any password hidden, instead of failing at each request."""
+    for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY"):
+        value = os.environ.get(name)
+        if not value:
+            continue
+        problem = _proxy_url_problem(value)
+        if problem is not None:
+            raise SettingsError(
+                f"{name}={_hide_credentials(value)} is not a usable proxy URL: "
+                f"{problem}; expected http://[user:password@]host:port"
+            )
+        return
+
+
+def _proxy_url_problem(value: str) -> str | None:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        return str(error)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "no host"
+    if port == 0:
+        return "port 0"
+    return None
 
 
 class GarnetClient:
@@ -128,8 +185,10 @@ class GarnetClient:
         timeout: float,
         user_agent: str,
         ca_file: Path | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         self.base_url = base_url
+        self._allow_insecure_http = allow_insecure_http
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._headers = {"User-Agent": user_agent, "Accept": _JSON}
         self._ca_file = ca_file
@@ -140,7 +199,7 @@ class GarnetClient:
         # The proxy is chosen once, since every call goes to the same host
         # and the process environment does not change. Without trust_env,
         # aiohttp sends no credentials of its own from ~/.netrc to the API.
-        self._proxy = env_proxy(self.base_url)
+        self._proxy = env_proxy(self.base_url, self._allow_insecure_http)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=make_ssl_context(self._ca_file)),
             timeout=self._timeout,
@@ -295,7 +354,16 @@ def _client_error_text(error: aiohttp.ClientError, url: str) -> str:
             f"cannot connect to {error.host}:{error.port}: "
             f"{_os_error_text(error.os_error)}"
         )
-    return f"request to {url} failed: {type(error).__name__}: {error}"
+    # The text may quote a proxy URL, with its password.
+    return _hide_credentials(
+        f"request to {url} failed: {type(error).__name__}: {error}"
+    )
+
+
+def _hide_credentials(text: str) -> str:
+    """Replace each ``user:password@`` in ``text``, with or without a URL
+    scheme before it, by ``***@``."""
+    return _CREDENTIALS.sub("***@", text)
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
@@ -366,7 +434,8 @@ def _error_detail(response: _Response) -> str:
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a body nested deeper than the parser's stack.
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -386,6 +455,11 @@ def _parse_registration(response: _Response) -> Registration:
             f"HTTP {response.status} response has an agent_token that is not "
             "visible ASCII text"
         )
-    if not isinstance(agent_id, str) or not agent_id:
+    # The id goes into log lines, STATUS= and the identity record.
+    if (
+        not isinstance(agent_id, str)
+        or not is_visible_ascii(agent_id)
+        or len(agent_id) > _MAX_AGENT_ID_LENGTH
+    ):
         agent_id = "unknown"
     return Registration(agent_id=agent_id, agent_token=SecretStr(agent_token.strip()))

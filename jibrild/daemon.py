@@ -25,6 +25,9 @@ from jibrild.tokenstore import TokenStore
 # Shutdown waits this long for tasks to finish before giving up on them.
 SHUTDOWN_TIMEOUT = 5.0
 
+# SIGHUPs closer together than this are merged into one reload.
+RELOAD_DELAY = 0.2
+
 # Under a watchdog, a request may take at most this fraction of half the
 # watchdog timeout (WATCHDOG_USEC).
 WATCHDOG_TIMEOUT_FRACTION = 0.8
@@ -54,6 +57,7 @@ class Daemon:
         # The last status the agent reported, shown again once a failed
         # reload is followed by one that succeeds.
         self._agent_status = ""
+        self._reload_pending = False
 
     async def run(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit code."""
@@ -103,6 +107,7 @@ class Daemon:
             self._request_timeout(),
             f"jibrild/{__version__}",
             self.settings.ca_file,
+            self.settings.allow_insecure_http,
         ) as client:
             registrar = Registrar(
                 client,
@@ -198,7 +203,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGHUP, self._schedule_reload)
 
     def _ignore_stop_signals(self) -> None:
         """Once shut down, a late stop signal has nothing left to force."""
@@ -215,7 +220,16 @@ class Daemon:
         get_logger().info("stopping", signal=name)
         self.stop.set()
 
+    def _schedule_reload(self) -> None:
+        """Reload shortly: SIGHUPs that arrive meanwhile, a burst of
+        `systemctl reload` say, are merged into that one reload."""
+        if self._reload_pending:
+            return
+        self._reload_pending = True
+        asyncio.get_running_loop().call_later(RELOAD_DELAY, self._reload)
+
     def _reload(self) -> None:
+        self._reload_pending = False
         log = get_logger()
         # Before READY=1, a RELOADING=1 and its closing READY=1 would tell
         # systemd that start-up is done.

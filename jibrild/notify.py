@@ -28,9 +28,12 @@ class Notifier:
                 self._notifier.socket.setblocking(False)
 
     def send(self, message: str) -> None:
-        """Send one raw notify message such as ``READY=1``."""
+        """Send one raw notify message such as ``READY=1``, as UTF-8."""
         if self._notifier is not None:
-            self._notifier.notify(message)
+            # sdnotify encodes as Latin-1 and drops the whole message, READY=1
+            # with it, at a character Latin-1 lacks. The message is handed over
+            # as the Latin-1 reading of its UTF-8 bytes, so those bytes go out.
+            self._notifier.notify(message.encode("utf-8").decode("latin-1"))
 
     def ready(self, status: str) -> None:
         """Tell systemd start-up is finished, with a status line."""

@@ -45,9 +45,10 @@ _HEADER = """\
 # Reliability
 
 How jibrild behaves when the host, the network or the operator gets
-something wrong, and the test that proves each behaviour. Every test runs
-against real files, real sockets and the local Garnet API (`garnet_local/`)
-as part of `make test`.
+something wrong, and the test that proves each behaviour. The tests run as
+part of `make test`: the end-to-end ones start the daemon against the local
+Garnet API (`garnet_local/`) with real files and sockets, the others test
+one part, such as the backoff or the token store, on its own.
 
 This page is generated from the `@pytest.mark.fault` markers in `tests/`:
 run `python -m tests.fault_cases` after changing one.
@@ -74,7 +75,7 @@ def collect(tests_folder: Path = REPO / "tests") -> list[FaultTest]:
         tree = ast.parse(path.read_text(), filename=str(path))
         relative = path.relative_to(tests_folder.parent).as_posix()
         for node in tree.body:
-            if not isinstance(node, ast.FunctionDef):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             for decorator in node.decorator_list:
                 marker = _fault_arguments(decorator, path)

@@ -29,7 +29,7 @@ def as_nobody() -> Iterator[None]:
 
 @contextlib.contextmanager
 def open_folder() -> Iterator[Path]:
-    """Yield a temporary folder that nobody may traverse (mode 0711), where
+    """Yield a temporary folder that the nobody user can traverse (mode 0711), where
     pytest's own tmp_path, of mode 0700, would hide every file from nobody."""
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)

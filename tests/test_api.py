@@ -1,6 +1,7 @@
 """Tests of the Garnet API client over real HTTP against the local API."""
 
 import asyncio
+import json
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,7 +20,12 @@ from jibrild.api import (
     api_endpoint,
     parse_retry_after,
 )
-from jibrild.errors import ProjectTokenRejectedError, RegistrationRejectedError
+from jibrild.errors import (
+    ProjectTokenRejectedError,
+    RegistrationRejectedError,
+    SettingsError,
+)
+from tests.raw_server import RawServer
 from tests.samples import REGISTRATION_BODY
 
 PROJECT_TOKEN = SecretStr("test-project-token")
@@ -362,3 +368,88 @@ def test_no_proxy_bypasses_proxy(
     registration = _register(api.url)
 
     assert registration.agent_token.get_secret_value()
+
+
+def _raw_response(status_line: bytes, headers: bytes, body: bytes) -> bytes:
+    length = b"Content-Length: %d\r\n" % len(body)
+    return status_line + b"\r\n" + headers + length + b"\r\n" + body
+
+
+@pytest.mark.fault(
+    case=3,
+    behaviour="A body nested too deeply to parse (any status) is a transient "
+    "error, at registration and at heartbeat, never a crash.",
+)
+@pytest.mark.parametrize("status", [b"HTTP/1.1 502 Bad Gateway", b"HTTP/1.1 201 X"])
+def test_deeply_nested_body_is_transient(status: bytes) -> None:
+    """A JSON body nested past the parser's stack is a transient error."""
+    response = _raw_response(
+        status, b"Content-Type: application/json\r\n", b"[" * 20000
+    )
+
+    with RawServer(response) as server:
+        with pytest.raises(TransientApiError):
+            _register(server.url)
+        with pytest.raises(TransientApiError):
+            _call(server.url, lambda c: c.heartbeat(SecretStr("aaa.bbb.ccc")))
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u2460", "1\u2075", "-5", " "])
+def test_retry_after_odd_digits_ignored(value: str) -> None:
+    """Digits outside ASCII, such as a superscript two, are no delay."""
+    assert parse_retry_after(value) is None
+
+
+@pytest.mark.parametrize("agent_id", ["a\nb", "x" * 129, "caf\u00e9"])
+def test_unusable_agent_id_is_unknown(agent_id: str) -> None:
+    """An agent id that cannot go into a log line is kept out of it."""
+    body = json.dumps({"id": agent_id, "agent_token": "aaa.bbb.ccc"}).encode()
+    response = _raw_response(
+        b"HTTP/1.1 201 Created", b"Content-Type: application/json\r\n", body
+    )
+
+    with RawServer(response) as server:
+        registration = _register(server.url)
+
+    assert "unknown" == registration.agent_id
+
+
+@pytest.mark.fault(
+    case=5,
+    behaviour="A proxy variable that is not a usable URL is an error at start "
+    "naming the variable, with its password hidden.",
+)
+@pytest.mark.parametrize(
+    "value",
+    ["bob:s3cretpw@127.0.0.1:3128", "http://bob:s3cretpw@127.0.0.1:99999"],
+)
+def test_malformed_proxy_variable_named(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """The error names HTTPS_PROXY and never shows its password."""
+    monkeypatch.setenv("HTTPS_PROXY", value)
+
+    with pytest.raises(SettingsError) as caught:
+        _call("https://127.0.0.1:9/", lambda c: asyncio.sleep(0))
+
+    assert str(caught.value).startswith("HTTPS_PROXY=")
+    assert "s3cretpw" not in str(caught.value)
+
+
+@pytest.mark.fault(
+    case=7,
+    behaviour="A plain http:// API URL on loopback is not sent in clear "
+    "through an HTTP proxy on another host without the opt-in.",
+)
+def test_cleartext_to_remote_proxy_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY on another host would carry the tokens in clear."""
+    # Nothing is sent: the check runs before the first request.
+    monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.1:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    with pytest.raises(SettingsError) as caught:
+        _call("http://127.0.0.1:9/", lambda c: asyncio.sleep(0))
+
+    assert "HTTP proxy at 192.0.2.1" in str(caught.value)
+    assert "GARNET_API_ALLOW_INSECURE_HTTP" in str(caught.value)

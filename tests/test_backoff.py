@@ -5,6 +5,10 @@ import pytest
 from jibrild.backoff import Backoff
 
 
+@pytest.mark.fault(
+    case=1,
+    behaviour="Retry delays grow exponentially, doubling up to a cap.",
+)
 def test_ceiling_doubles_up_to_cap() -> None:
     """With the largest random draw, each delay doubles until the cap."""
     backoff = Backoff(base=1.0, cap=10.0, random_fraction=lambda: 1.0)
@@ -16,8 +20,7 @@ def test_ceiling_doubles_up_to_cap() -> None:
 
 @pytest.mark.fault(
     case=1,
-    behaviour="Retry delays use exponential backoff with full jitter, so a fleet "
-    "spreads its retries.",
+    behaviour="Retry delays use full jitter, so a fleet spreads its retries.",
 )
 def test_full_jitter_can_be_zero() -> None:
     """Full jitter draws from zero up, so the smallest draw waits nothing."""

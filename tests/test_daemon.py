@@ -287,6 +287,22 @@ def test_sighup_reloads_interval(agent: Agent, api: LocalGarnet) -> None:
     assert "INFO: settings reloaded changed=run-time.heartbeat-interval" == line
 
 
+def test_sighup_burst_merged(agent: Agent) -> None:
+    """A burst of SIGHUPs makes a few reloads, not one for each signal."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+
+    for _ in range(50):
+        daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("settings reloaded")
+    daemon.pause(1.0)
+    code = daemon.stop()
+
+    reloads = [line for line in daemon.lines if "settings reloaded" in line]
+    assert 1 <= len(reloads) < 10
+    assert 0 == code
+
+
 def test_sighup_with_bad_settings_keeps_old(agent: Agent) -> None:
     """Invalid settings on reload are logged and the daemon keeps running."""
     daemon = agent.start()
@@ -543,7 +559,8 @@ def test_sigterm_during_registration(agent: Agent, api: LocalGarnet) -> None:
     elapsed = time.monotonic() - started
 
     assert 0 == code
-    assert elapsed < 5
+    # The request would hang for 30 s; stopping must not wait for it.
+    assert elapsed < 20
     assert not agent.token_path.exists()
 
     api.clear_faults()

@@ -36,6 +36,21 @@ def test_ready_carries_status(notify_socket: tuple[socket.socket, str]) -> None:
     assert b"READY=1\nSTATUS=registered as a1" == receiver.recv(4096)
 
 
+def test_non_latin1_status_sent_as_utf8(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    """A status quoting a server's text outside Latin-1 still carries
+    READY=1, and goes out as UTF-8 as systemd reads it."""
+    receiver, _ = notify_socket
+    notifier = Notifier()
+
+    notifier.ready("HTTP 503: maintenance \u2014 back soon, caf\u00e9")
+    notifier.close()
+
+    expected = "READY=1\nSTATUS=HTTP 503: maintenance \u2014 back soon, caf\u00e9"
+    assert expected.encode("utf-8") == receiver.recv(4096)
+
+
 def test_status_not_repeated(notify_socket: tuple[socket.socket, str]) -> None:
     """The same status twice in a row is sent once."""
     receiver, _ = notify_socket
