@@ -221,8 +221,8 @@ class Daemon:
         self.stop.set()
 
     def _schedule_reload(self) -> None:
-        """Reload shortly: SIGHUPs that arrive meanwhile, a burst of
-        `systemctl reload` say, are merged into that one reload."""
+        """Reload shortly. SIGHUPs that arrive meanwhile, such as from a
+        burst of `systemctl reload`, are merged into that one reload."""
         if self._reload_pending:
             return
         self._reload_pending = True
