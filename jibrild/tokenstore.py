@@ -21,6 +21,14 @@ from jibrild.sources.checks import is_visible_ascii
 _TEMP_PREFIX = ".tmp-"
 _MAX_TOKEN_BYTES = 64 * 1024
 
+# Record field with the identity of the token that a save is replacing.
+# Records written before this field existed lack it and still load.
+_PREVIOUS_FIELD = "previous"
+
+# Exceptions that parsing a damaged or hostile identity record raises.
+# json.loads raises RecursionError on deeply nested arrays or objects.
+_MALFORMED_RECORD = (ValueError, TypeError, KeyError, RecursionError)
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -54,6 +62,11 @@ class TokenStore:
     Every write goes to a temporary file in the same folder, is fsynced and
     renamed over the target, then the folder is fsynced, so a crash leaves
     either the old file or the new one, never a partial one.
+
+    A save writes the record before the token, and the record keeps the
+    identity of the token it replaces until the next load. Whichever of the
+    two renames a crash falls between, the token on disk therefore has its
+    identity in the record.
     """
 
     def __init__(self, token_path: Path) -> None:
@@ -137,8 +150,15 @@ class TokenStore:
                 "stop it first or give this one another api.agent-token-path"
             ) from None
 
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as error:
+            os.close(fd)
+            raise TokenStoreError(
+                f"cannot write the PID to lock file {self.lock_path}: "
+                f"{error.strerror}; {_advice(error)}"
+            ) from None
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -165,12 +185,19 @@ class TokenStore:
         return StoredToken(token=token, identity=self._load_identity(token))
 
     def save(self, token: SecretStr, identity: Identity) -> None:
-        """Store the token, then its identity record."""
+        """Store the identity record, then the token.
+
+        The record also carries the identity of the token still on disk, so
+        a crash before the token is replaced leaves that token usable with
+        its own identity.
+        """
         self._check_target(self.token_path, "agent token file")
         self._check_target(self.record_path, "identity record")
+        previous = self._identity_on_disk()
+        if previous is not None and previous.token_sha256 == identity.token_sha256:
+            previous = None
+        self._write_record(identity, previous)
         self._write_atomic(self.token_path, token.get_secret_value().encode() + b"\n")
-        record = json.dumps(asdict(identity), indent=2) + "\n"
-        self._write_atomic(self.record_path, record.encode())
 
     def machine_id(self) -> str:
         """Return this state folder's own machine id, made once, for hosts
@@ -190,20 +217,80 @@ class TokenStore:
             return None
 
         try:
-            identity = _parse_identity(raw)
-        except (ValueError, TypeError, KeyError):
+            current, previous = _parse_record(raw)
+        except _MALFORMED_RECORD:
             self.warnings.append(
                 f"identity record {self.record_path} is not valid; ignoring it"
             )
             return None
 
-        if identity.token_sha256 != token_fingerprint(token):
+        fingerprint = token_fingerprint(token)
+        if current.token_sha256 == fingerprint:
+            identity = current
+        elif previous is not None and previous.token_sha256 == fingerprint:
+            self.warnings.append(
+                f"identity record {self.record_path} was written for an agent "
+                f"token that never reached {self.token_path}, as a save was "
+                "interrupted; using the identity of the stored token"
+            )
+            identity = previous
+        else:
             self.warnings.append(
                 f"identity record {self.record_path} belongs to another agent "
                 "token; ignoring it"
             )
             return None
+
+        if previous is not None:
+            self._rewrite_record(identity)
         return identity
+
+    def _rewrite_record(self, identity: Identity) -> None:
+        """Reduce the record to the identity of the token on disk.
+
+        Only the lock holder does this, because without the lock a daemon's
+        save could be between its two writes, when the record still needs
+        both identities.
+        """
+        if self._lock_fd is None:
+            return
+        try:
+            self._write_record(identity, None)
+        except TokenStoreError as error:
+            self.warnings.append(
+                f"identity record {self.record_path} still contains a previous "
+                f"identity, as rewriting it failed: {error}"
+            )
+
+    def _identity_on_disk(self) -> Identity | None:
+        """Return the identity of the token on disk, or None when there is
+        no such token or the record has no identity for it.
+
+        It reads both files without warnings or mode changes, which load()
+        reports.
+        """
+        raw_token = _read_quietly(self.token_path)
+        raw_record = _read_quietly(self.record_path)
+        text = _decode_token(raw_token) if raw_token is not None else None
+        if text is None or raw_record is None:
+            return None
+
+        try:
+            current, previous = _parse_record(raw_record)
+        except _MALFORMED_RECORD:
+            return None
+        fingerprint = token_fingerprint(SecretStr(text))
+        for identity in (current, previous):
+            if identity is not None and identity.token_sha256 == fingerprint:
+                return identity
+        return None
+
+    def _write_record(self, identity: Identity, previous: Identity | None) -> None:
+        fields: dict[str, object] = dict(asdict(identity))
+        if previous is not None:
+            fields[_PREVIOUS_FIELD] = asdict(previous)
+        record = json.dumps(fields, indent=2) + "\n"
+        self._write_atomic(self.record_path, record.encode())
 
     def _check_target(self, path: Path, description: str) -> None:
         try:
@@ -284,10 +371,18 @@ class TokenStore:
         _fsync_folder(self.folder)
 
 
-def _parse_identity(raw: bytes) -> Identity:
-    """Build an Identity from its JSON record, ignoring fields it does not
-    know, so a record written by a newer jibrild still loads."""
+def _parse_record(raw: bytes) -> tuple[Identity, Identity | None]:
+    """Parse an identity record into its current identity and the previous
+    one, which records of older versions lack."""
     fields = json.loads(raw)
+    current = _parse_identity(fields)
+    previous = fields.get(_PREVIOUS_FIELD)
+    return current, None if previous is None else _parse_identity(previous)
+
+
+def _parse_identity(fields: object) -> Identity:
+    """Build an Identity from a JSON object, ignoring fields it does not
+    know, so a record written by a newer jibrild still loads."""
     if not isinstance(fields, dict):
         raise TypeError("identity record is not a JSON object")
 
@@ -296,6 +391,21 @@ def _parse_identity(raw: bytes) -> Identity:
     if not all(isinstance(value, str) for value in values.values()):
         raise TypeError("identity record has a field that is not a string")
     return Identity(**values)
+
+
+def _read_quietly(path: Path) -> bytes | None:
+    """Return a store file's first bytes, or None when it cannot be read or
+    is larger than any token or record."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            raw = file.read(_MAX_TOKEN_BYTES + 1)
+        except OSError:
+            return None
+    return raw if len(raw) <= _MAX_TOKEN_BYTES else None
 
 
 def _decode_token(raw: bytes) -> str | None:
@@ -324,10 +434,13 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _write_failure(path: Path, error: OSError) -> str:
-    advice = {
+    return f"cannot write {path}: {error.strerror}; {_advice(error)}"
+
+
+def _advice(error: OSError) -> str:
+    return {
         errno.ENOSPC: "free some space",
         errno.EROFS: "the file system is read-only",
         errno.EACCES: "check the folder's owner and mode",
         errno.EPERM: "check the folder's owner and mode",
     }.get(error.errno or 0, "check the folder")
-    return f"cannot write {path}: {error.strerror}; {advice}"

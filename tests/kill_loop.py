@@ -4,9 +4,11 @@ token store after each kill.
 Run as ``python -m tests.kill_loop FOLDER COUNT SEED``; prints a JSON
 report. The process stays single-threaded, so fork() is safe: each round
 forks a child that stores new agent tokens in a loop, SIGKILLs it after a
-random delay, then reads the store as a starting daemon would.
+random delay, then reads the store as a starting daemon would. A token found
+without its own identity counts as broken.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -20,7 +22,7 @@ from typing import NoReturn
 from pydantic import SecretStr
 
 from jibrild.errors import JibrildError
-from jibrild.tokenstore import Identity, TokenStore, token_fingerprint
+from jibrild.tokenstore import Identity, StoredToken, TokenStore, token_fingerprint
 
 TOKEN_PATTERN = re.compile(r"agent-\d+-\d+-[0-9a-f]{32}")
 
@@ -60,7 +62,7 @@ def _seconds_per_save(folder: Path) -> float:
     return (time.perf_counter() - started) / 20
 
 
-def _check(store: TokenStore) -> str:  # noqa: PLR0911 (one return per outcome)
+def _check(store: TokenStore) -> str:
     """Return what a starting daemon finds, or 'broken: <why>'."""
     try:
         store.prepare()
@@ -80,8 +82,20 @@ def _check(store: TokenStore) -> str:  # noqa: PLR0911 (one return per outcome)
         return f"broken: token file present but not loaded: {warnings}"
     if not TOKEN_PATTERN.fullmatch(stored.token.get_secret_value()):
         return "broken: token file holds a partial token"
+    return _check_identity(store, stored, warnings)
+
+
+def _check_identity(store: TokenStore, stored: StoredToken, warnings: list[str]) -> str:
+    """Return how the token's identity was found, or 'broken: <why>'."""
     if stored.identity is None:
-        return "complete, record of the previous token"
+        return f"broken: agent token without its identity: {warnings}"
+    if stored.identity.token_sha256 != token_fingerprint(stored.token):
+        return "broken: identity of another agent token"
+    record = json.loads(store.record_path.read_text())
+    if dataclasses.asdict(stored.identity) != record:
+        return "broken: record not rewritten to the token's identity alone"
+    if any("save was interrupted" in warning for warning in warnings):
+        return "complete, previous identity"
     return "complete"
 
 

@@ -4,6 +4,7 @@ The read-only and full-disk tests mount a small tmpfs, which needs root
 (or CAP_SYS_ADMIN); they are skipped with the reason where mount fails.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -87,9 +88,12 @@ def test_read_only_folder_keeps_token(small_tmpfs: Path) -> None:
     with pytest.raises(TokenStoreError) as raised:
         TokenStore(store.token_path).save(second, _identity(second))
 
-    assert str(raised.value).startswith(f"cannot write {store.token_path}: ")
+    assert str(raised.value).startswith(f"cannot write {store.record_path}: ")
     assert str(raised.value).endswith("; the file system is read-only")
     assert "agent.token.first\n" == store.token_path.read_text()
+    assert dataclasses.asdict(_identity(first)) == json.loads(
+        store.record_path.read_text()
+    )
     assert [] == _temporary_files(store.folder)
 
 
@@ -137,10 +141,13 @@ def test_disk_full_keeps_previous_token(small_tmpfs: Path) -> None:
     store.unlock()
 
     assert (
-        f"cannot write {store.token_path}: No space left on device; "
+        f"cannot write {store.record_path}: No space left on device; "
         "free some space" == str(raised.value)
     )
     assert "agent.token.first\n" == store.token_path.read_text()
+    assert dataclasses.asdict(_identity(first)) == json.loads(
+        store.record_path.read_text()
+    )
     assert [] == _temporary_files(store.folder)
 
 
@@ -172,7 +179,8 @@ def test_disk_full_daemon_keeps_running(
 
     assert error.startswith(
         'ERROR: cannot store agent token; keeping it in memory error="cannot '
-        f'write {agent.token_path}: No space left on device; free some space"'
+        f"write {agent.token_path.with_suffix('.json')}: No space left on "
+        'device; free some space"'
     )
     assert status.startswith("STATUS=registered as ")
     assert first_token == token_while_full
@@ -183,13 +191,56 @@ def test_disk_full_daemon_keeps_running(
 
 
 @pytest.mark.fault(
+    case=10,
+    behaviour="Disk full at first start: the lock file cannot take the PID; "
+    "exit 73 with one line naming the lock file and saying to free space.",
+)
+def test_disk_full_lock_at_start(agent: Agent, small_tmpfs: Path) -> None:
+    """The daemon rejects a full state folder before it registers."""
+    agent.token_path = small_tmpfs / "state" / "agent.token"
+    agent.token_path.parent.mkdir(mode=0o700)
+    _fill(small_tmpfs)
+
+    daemon = agent.start()
+    code = daemon.wait()
+
+    assert 73 == code
+    assert (
+        "ERROR: cannot write the PID to lock file "
+        f"{agent.token_path.with_suffix('.lock')}: No space left on device; "
+        "free some space exit_code=73"
+    ) in daemon.lines
+    assert [] == registrations(agent.api)
+    assert "Traceback" not in daemon.output()
+
+
+def test_disk_full_lock_released(small_tmpfs: Path) -> None:
+    """A lock that cannot take the PID raises and is not left held."""
+    store = TokenStore(small_tmpfs / "state" / "agent.token")
+    store.folder.mkdir(mode=0o700)
+    filler = _fill(small_tmpfs)
+
+    with pytest.raises(TokenStoreError) as raised:
+        store.prepare()
+    filler.unlink()
+    store.prepare()
+    store.unlock()
+
+    assert (
+        f"cannot write the PID to lock file {store.lock_path}: No space left "
+        "on device; free some space"
+    ) == str(raised.value)
+
+
+@pytest.mark.fault(
     case=11,
     behaviour="kill -9 at random points of 1,000 token writes: a "
-    "starting daemon always finds the token absent or complete and valid, "
-    "with no temporary file left.",
+    "starting daemon always finds the token absent, or complete and valid "
+    "with its own identity, with no temporary file left.",
 )
 def test_kill_9_never_leaves_partial_token(tmp_path: Path) -> None:
-    """SIGKILL during writes never leaves a partial agent token."""
+    """SIGKILL during writes never leaves a partial agent token, nor one
+    without its identity."""
     result = subprocess.run(
         [sys.executable, "-m", "tests.kill_loop", str(tmp_path), str(KILL_ROUNDS), "1"],
         cwd=REPO,
@@ -205,3 +256,6 @@ def test_kill_9_never_leaves_partial_token(tmp_path: Path) -> None:
     assert KILL_ROUNDS == sum(report["outcomes"].values())
     assert report["outcomes"].get("absent", 0) > 0
     assert report["outcomes"].get("complete", 0) > 0
+    # Kills between the record's rename and the token's: proof that the
+    # loop reaches the window where the previous identity is needed.
+    assert report["outcomes"].get("complete, previous identity", 0) > 0

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +15,47 @@ from pydantic import SecretStr
 from jibrild.errors import AlreadyRunningError, TokenStoreError
 from jibrild.tokenstore import Identity, TokenStore, token_fingerprint
 
+REPO = Path(__file__).resolve().parent.parent
 TOKEN = SecretStr("aaa.bbb.ccc")
 
+# A save under this file size limit (RLIMIT_FSIZE) fails on any file
+# larger than it, after writing the smaller ones.
+_SIZE_LIMIT = 4096
 
-def _identity(token: SecretStr = TOKEN) -> Identity:
+# Saves one agent token with files limited to the size in argv, ignoring
+# SIGXFSZ so that an oversized write fails with EFBIG, as a write fails on a
+# full disk. The path, the agent id and the token come from argv too.
+_SAVE_SCRIPT = """
+import resource
+import signal
+import sys
+from pathlib import Path
+from pydantic import SecretStr
+from jibrild.tokenstore import Identity, TokenStore, token_fingerprint
+
+size_limit = int(sys.argv[4])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size_limit, size_limit))
+path, agent_id, token = sys.argv[1], sys.argv[2], SecretStr(sys.argv[3])
+store = TokenStore(Path(path))
+store.prepare()
+store.save(
+    token,
+    Identity(
+        agent_id=agent_id,
+        agent_kind="vanilla",
+        api_url="http://127.0.0.1:1/",
+        machine_id="0" * 32,
+        registered_at="2026-01-01T00:00:00+00:00",
+        token_sha256=token_fingerprint(token),
+    ),
+)
+"""
+
+
+def _identity(token: SecretStr = TOKEN, agent_id: str = "agent-1") -> Identity:
     return Identity(
-        agent_id="agent-1",
+        agent_id=agent_id,
         agent_kind="vanilla",
         api_url="http://127.0.0.1:1/",
         machine_id="0" * 32,
@@ -261,12 +298,20 @@ def _without_agent_id() -> str:
     return json.dumps(record)
 
 
+def _with_invalid_previous() -> str:
+    record = dataclasses.asdict(_identity())
+    return json.dumps({**record, "previous": ["not", "an", "identity"]})
+
+
 @pytest.mark.parametrize(
-    "record", ["{not json", "[]", _without_agent_id()], ids=["json", "list", "field"]
+    "record",
+    ["{not json", "[]", _without_agent_id(), "[" * 20000, _with_invalid_previous()],
+    ids=["json", "list", "field", "deep nesting", "previous"],
 )
 def test_invalid_record_ignored(store: TokenStore, record: str) -> None:
-    """A record that is not valid JSON, not an object, or lacks a field is
-    ignored with a warning, and the token still loads."""
+    """A record that is not valid JSON, is nested too deep to parse, is not
+    an object or lacks a field is ignored with a warning, and so is one
+    whose previous identity is invalid. The token still loads."""
     store.save(TOKEN, _identity())
     store.record_path.write_text(record)
 
@@ -373,3 +418,129 @@ def test_root_gives_files_to_folder_owner(tmp_path: Path) -> None:
     for name in ("agent.token", "agent.json", "agent.lock"):
         info = (folder / name).stat()
         assert (65534, 65534) == (info.st_uid, info.st_gid), name
+
+
+def test_record_before_previous_field_loads(store: TokenStore) -> None:
+    """A record written before the previous identity existed still loads."""
+    store.token_path.write_text("aaa.bbb.ccc\n")
+    store.record_path.write_text(json.dumps(dataclasses.asdict(_identity())))
+    store.token_path.chmod(0o600)
+    store.record_path.chmod(0o600)
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert _identity() == loaded.identity
+    assert [] == store.warnings
+
+
+def test_save_keeps_previous_identity(store: TokenStore) -> None:
+    """Until the next load, the record keeps the replaced token's identity
+    beside the new one."""
+    new_token = SecretStr("new.agent.token")
+    store.save(TOKEN, _identity())
+
+    store.save(new_token, _identity(new_token, agent_id="agent-2"))
+
+    record = json.loads(store.record_path.read_text())
+    assert {
+        **dataclasses.asdict(_identity(new_token, agent_id="agent-2")),
+        "previous": dataclasses.asdict(_identity()),
+    } == record
+    assert "new.agent.token\n" == store.token_path.read_text()
+
+
+def test_load_reduces_record_to_token(store: TokenStore) -> None:
+    """The lock holder's load rewrites the record to the token's identity
+    alone."""
+    new_token = SecretStr("new.agent.token")
+    store.save(TOKEN, _identity())
+    store.save(new_token, _identity(new_token, agent_id="agent-2"))
+
+    loaded = store.load()
+
+    assert loaded is not None
+    assert _identity(new_token, agent_id="agent-2") == loaded.identity
+    assert dataclasses.asdict(_identity(new_token, agent_id="agent-2")) == (
+        json.loads(store.record_path.read_text())
+    )
+    assert [] == store.warnings
+
+
+def test_unlocked_load_keeps_record(store: TokenStore) -> None:
+    """A load without the lock, as `jibrild status` does, leaves the record
+    alone, because the lock holder may be between its two writes."""
+    new_token = SecretStr("new.agent.token")
+    store.save(TOKEN, _identity())
+    store.save(new_token, _identity(new_token, agent_id="agent-2"))
+    written = store.record_path.read_text()
+
+    loaded = TokenStore(store.token_path).load()
+
+    assert loaded is not None
+    assert _identity(new_token, agent_id="agent-2") == loaded.identity
+    assert written == store.record_path.read_text()
+
+
+def _save_under_size_limit(token_path: Path, agent_id: str, token: str) -> str:
+    """Save in a child process whose files may not grow past _SIZE_LIMIT;
+    return its stderr."""
+    arguments = [str(token_path), agent_id, token, str(_SIZE_LIMIT)]
+    result = subprocess.run(
+        [sys.executable, "-B", "-c", _SAVE_SCRIPT, *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert 0 != result.returncode, "the save under the size limit succeeded"
+    return result.stderr
+
+
+def test_failed_record_write_keeps_identity(store: TokenStore) -> None:
+    """A save whose record cannot be written leaves the stored token with
+    its own identity, not a new token beside the old record."""
+    store.save(TOKEN, _identity())
+    store.unlock()
+
+    stderr = _save_under_size_limit(
+        store.token_path, "agent-" + "x" * _SIZE_LIMIT, "new.agent.token"
+    )
+    after = TokenStore(store.token_path)
+    after.prepare()
+    loaded = after.load()
+    after.unlock()
+
+    assert f"cannot write {store.record_path}: File too large" in stderr
+    assert loaded is not None
+    assert TOKEN.get_secret_value() == loaded.token.get_secret_value()
+    assert _identity() == loaded.identity
+    assert [] == after.warnings
+
+
+def test_failed_token_write_keeps_identity(store: TokenStore) -> None:
+    """A save whose token cannot be written after its record leaves the
+    stored token with its own identity. The load warns, uses the previous
+    identity and rewrites the record to it."""
+    store.save(TOKEN, _identity())
+    store.unlock()
+
+    stderr = _save_under_size_limit(
+        store.token_path, "agent-2", "new." + "t" * _SIZE_LIMIT
+    )
+    after = TokenStore(store.token_path)
+    after.prepare()
+    loaded = after.load()
+    after.unlock()
+
+    assert f"cannot write {store.token_path}: File too large" in stderr
+    assert loaded is not None
+    assert TOKEN.get_secret_value() == loaded.token.get_secret_value()
+    assert _identity() == loaded.identity
+    assert [
+        f"identity record {store.record_path} was written for an agent token "
+        f"that never reached {store.token_path}, as a save was interrupted; "
+        "using the identity of the stored token"
+    ] == after.warnings
+    assert dataclasses.asdict(_identity()) == json.loads(store.record_path.read_text())
