@@ -109,7 +109,10 @@ class AgentTokenHolder:
                 reason=reason,
                 journal=event(IDENTITY_RESET, previous_agent_id=self._id_of(stored)),
             )
-        await self._register(self._id_of(stored) if stored else None)
+        # A removed agent token leaves its identity record, which names the
+        # agent this registration replaces.
+        previous = self._id_of(stored) if stored else self.store.orphaned_agent_id()
+        await self._register(previous)
         return self.token is not None
 
     def current(self) -> SecretStr:

@@ -262,6 +262,20 @@ class TokenStore:
                 f"identity, as rewriting it failed: {error}"
             )
 
+    def orphaned_agent_id(self) -> str | None:
+        """Return the agent id the identity record names when the agent
+        token itself is gone (removed to register again), else None."""
+        if _read_quietly(self.token_path) is not None:
+            return None
+        raw_record = _read_quietly(self.record_path)
+        if raw_record is None:
+            return None
+        try:
+            current, _previous = _parse_record(raw_record)
+        except _MALFORMED_RECORD:
+            return None
+        return current.agent_id
+
     def _identity_on_disk(self) -> Identity | None:
         """Return the identity of the token on disk, or None when there is
         no such token or the record has no identity for it.

@@ -544,3 +544,15 @@ def test_failed_token_write_keeps_identity(store: TokenStore) -> None:
         "using the identity of the stored token"
     ] == after.warnings
     assert dataclasses.asdict(_identity()) == json.loads(store.record_path.read_text())
+
+
+def test_orphaned_agent_id(store: TokenStore) -> None:
+    """With the agent token removed, the record still names its agent;
+    with the token there, nothing is orphaned."""
+    store.save(TOKEN, _identity())
+
+    assert store.orphaned_agent_id() is None
+    store.token_path.unlink()
+    assert "agent-1" == store.orphaned_agent_id()
+    store.record_path.unlink()
+    assert store.orphaned_agent_id() is None

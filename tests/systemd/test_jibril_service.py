@@ -231,11 +231,15 @@ def test_removed_token_registers_again(machine: Machine, garnet: LocalGarnet) ->
     garnet.clear_requests()
     after = cursor(machine)
 
+    old_id = garnet.agents()[-1]["id"]
     machine.shell("rm /var/lib/jibril/agent.token")
     machine.systemctl("restart", "jibril")
 
     assert 1 == registrations(garnet)
     wait_for_message(machine, after, "agent registration complete")
+    again = wait_for_entry(machine, f"MESSAGE_ID={REREGISTRATION}")
+    assert old_id == again["JIBRIL_PREVIOUS_AGENT_ID"]
+    assert garnet.agents()[-1]["id"] == again["JIBRIL_AGENT_ID"]
 
 
 def test_new_api_url_applies_at_restart(
