@@ -38,9 +38,13 @@ venv: $(INSTALLED)
 
 # Reinstalled whenever pyproject.toml changes.
 $(INSTALLED): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || \
+		{ echo "$(PYTHON) not found; install Python 3.11 or newer (Debian: apt-get install python3 python3-venv)"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "jibrild needs Python 3.11 or newer; set PYTHON=python3.11"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A venv made without pip (no python3-venv on Debian) is made again.
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || \
+		{ rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 

@@ -90,7 +90,10 @@ def _with_command(argv: list[str]) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: "--agent-token SECRET" must not be taken as
+    # --agent-token-path and its value shown back in an error.
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="jibrild",
         description="Connect this host to the Garnet API: register once with "
         "the project token, then send heartbeats with the agent token.",
@@ -138,6 +141,7 @@ def _command(
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name,
+        allow_abbrev=False,
         help=summary,
         description=summary,
         epilog=EXIT_CODES,

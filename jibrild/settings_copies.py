@@ -75,7 +75,12 @@ def copy_settings(folder: Path, originals: Mapping[str, Path]) -> None:
     contents = {name: _read_original(path) for name, path in originals.items()}
     manifest = {name: str(path) for name, path in originals.items()}
 
-    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise SettingsError(
+            f"cannot open runtime folder {folder}: {error.strerror}"
+        ) from None
     try:
         owner = os.fstat(folder_fd)
         for name, content in contents.items():
@@ -183,4 +188,9 @@ def signal_reload(pid: int) -> None:
     """Tell the daemon with ``pid`` to load its settings again."""
     if pid <= 1:
         raise SettingsError(f"--reload-pid {pid} is not a daemon's PID")
-    os.kill(pid, signal.SIGHUP)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as error:
+        raise SettingsError(
+            f"cannot send SIGHUP to PID {pid}: {error.strerror}"
+        ) from None

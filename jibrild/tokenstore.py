@@ -96,6 +96,14 @@ class TokenStore:
         The lock comes first, so a second daemon cannot delete the first
         one's write in progress.
         """
+        # A folder given as the token path (/var/lib/jibril for
+        # /var/lib/jibril/agent.token) is caught before anything is made
+        # beside it or its parent is judged.
+        if self.token_path.is_dir():
+            raise TokenStoreError(
+                f"api.agent-token-path {self.token_path} is a folder; set it to "
+                f"a file in that folder, such as {self.token_path / 'agent.token'}"
+            )
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):

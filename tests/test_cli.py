@@ -204,3 +204,17 @@ def test_env_file_copy_in_environ_named_as_file(
     error = capsys.readouterr().err
     assert f"{env_file}:2" in error
     assert "environment variable" not in error
+
+
+def test_option_prefix_not_expanded(
+    files: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--agent-token VALUE` is not read as --agent-token-path, so the
+    value, which may be a token, is never shown."""
+    with pytest.raises(SystemExit) as caught:
+        main(["status", "--agent-token", "planted-agent-token-value"])
+
+    assert 2 == caught.value.code
+    error = capsys.readouterr().err
+    assert "--agent-token" in error
+    assert "planted-agent-token-value" not in error

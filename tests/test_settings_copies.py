@@ -248,3 +248,22 @@ def test_command_copies_and_signals(tmp_path: Path) -> None:
     assert 0 == result.returncode, result.stderr
     assert -1 == sleeper.wait(10)
     assert "JIBRIL_HEARTBEAT_INTERVAL=4\n" == (runtime / ENV_FILE_COPY).read_text()
+
+
+def test_missing_runtime_folder_is_an_error(tmp_path: Path) -> None:
+    """A runtime folder that is not there is one line naming it."""
+    with pytest.raises(SettingsError) as caught:
+        copy_settings(tmp_path / "gone", originals(tmp_path))
+
+    assert str(caught.value).startswith(f"cannot open runtime folder {tmp_path}/gone")
+
+
+def test_reload_pid_of_no_process() -> None:
+    """SIGHUP to a PID no process has is one line naming it."""
+    # Above pid_max no process can exist, so no one else gets the signal.
+    pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+    with pytest.raises(SettingsError) as caught:
+        signal_reload(pid)
+
+    assert f"cannot send SIGHUP to PID {pid}: No such process" == str(caught.value)

@@ -556,3 +556,21 @@ def test_orphaned_agent_id(store: TokenStore) -> None:
     assert "agent-1" == store.orphaned_agent_id()
     store.record_path.unlink()
     assert store.orphaned_agent_id() is None
+
+
+def test_folder_as_token_path_rejected(tmp_path: Path) -> None:
+    """A folder given as the token path is named with the file to give
+    instead, and nothing is made beside it."""
+    folder = tmp_path / "jibril"
+    folder.mkdir()
+    store = TokenStore(folder)
+
+    with pytest.raises(TokenStoreError) as caught:
+        store.prepare()
+
+    assert str(caught.value) == (
+        f"api.agent-token-path {folder} is a folder; set it to a file in that "
+        f"folder, such as {folder / 'agent.token'}"
+    )
+    assert ["jibril"] == os.listdir(tmp_path)
+    assert [] == store.take_warnings()
