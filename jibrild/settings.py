@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     @field_validator("ca_file")
     @classmethod
     def _check_ca_file(cls, value: Path | None) -> Path | None:
+        # A relative path would depend on the working folder, which is /
+        # under systemd and somewhere else in a shell.
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"expected an absolute path, got {str(value)!r}")
         if value is not None:
             check_pem_file(value)
         return value

@@ -385,6 +385,45 @@ def test_token_file_mode_warning(files: Files, tmp_path: Path) -> None:
     assert loaded.warnings == (expected,)
 
 
+def test_token_file_empty_warned(files: Files, tmp_path: Path) -> None:
+    """An empty token file sets no project token, and a warning says so."""
+    path = tmp_path / "token"
+    path.write_text("\n")
+    path.chmod(0o600)
+
+    loaded = files.load(environ={"GARNET_API_TOKEN_FILE": str(path)})
+
+    assert loaded.settings.project_token is None
+    expected = (
+        "environment variable GARNET_API_TOKEN_FILE: project token file "
+        f"{path} is empty; it sets no project token"
+    )
+    assert loaded.warnings == (expected,)
+
+
+def test_token_file_byte_order_mark(files: Files, tmp_path: Path) -> None:
+    """A byte-order mark before the token is dropped."""
+    path = tmp_path / "token"
+    path.write_bytes(b"\xef\xbb\xbfabc\n")
+    path.chmod(0o600)
+
+    loaded = files.load(environ={"GARNET_API_TOKEN_FILE": str(path)})
+
+    assert loaded.settings.project_token is not None
+    assert "abc" == loaded.settings.project_token.get_secret_value()
+
+
+def test_token_file_relative_rejected(files: Files) -> None:
+    """A relative GARNET_API_TOKEN_FILE is rejected with the variable."""
+    message = files.error(environ={"GARNET_API_TOKEN_FILE": "token"})
+
+    expected = (
+        "environment variable GARNET_API_TOKEN_FILE: project token file token "
+        "is not an absolute path; give the full path"
+    )
+    assert message == expected
+
+
 def test_private_token_file_no_warning(files: Files, tmp_path: Path) -> None:
     """A token file of mode 600 gives no warning."""
     path = tmp_path / "token"
@@ -762,6 +801,13 @@ def test_ca_file_missing(files: Files, tmp_path: Path) -> None:
     message = files.error({"ca_file": str(path)})
 
     assert message == f"option --ca-file: CA file '{path}' not found; check the path"
+
+
+def test_ca_file_relative_rejected(files: Files) -> None:
+    """A relative CA file path is rejected, whatever the working folder."""
+    message = files.error({"ca_file": "ca.pem"})
+
+    assert message == "option --ca-file: expected an absolute path, got 'ca.pem'"
 
 
 def test_ca_file_not_pem(files: Files, tmp_path: Path) -> None:

@@ -80,6 +80,8 @@ def _find_variable(
 def _read_token_file(path_text: str, variable_origin: Origin) -> Layer:
     path = Path(path_text.strip())
     where = f"{variable_origin.error_prefix}: project token file {path}"
+    if not path.is_absolute():
+        raise SettingsError(f"{where} is not an absolute path; give the full path")
     origin = Origin.named(f"secret file ${TOKEN_FILE_ENV_VAR} ({path})")
     content = _read_token(path, where, missing_is_error=True)
     if content is None:
@@ -87,7 +89,7 @@ def _read_token_file(path_text: str, variable_origin: Origin) -> Layer:
 
     warning = token_mode_warning(path, content.mode)
     warnings = () if warning is None else (warning,)
-    return _token_layer(_decode_token(content, where), origin, warnings)
+    return _token_layer(_decode_token(content, where), origin, warnings, where)
 
 
 def _read_credential(directory: str) -> Layer:
@@ -101,14 +103,18 @@ def _read_credential(directory: str) -> Layer:
     if content is None:
         return Layer()
 
-    return _token_layer(_decode_token(content, where), origin, ())
+    return _token_layer(_decode_token(content, where), origin, (), where)
 
 
-def _token_layer(token: str, origin: Origin, warnings: tuple[str, ...]) -> Layer:
+def _token_layer(
+    token: str, origin: Origin, warnings: tuple[str, ...], where: str
+) -> Layer:
     # A blank file counts as unset, like an empty variable, so that a lower
-    # source may still give the project token.
+    # source may still give the project token; the warning says why none came.
     if not token.strip():
-        return Layer()
+        return Layer(
+            warnings=(*warnings, f"{where} is empty; it sets no project token")
+        )
 
     return Layer({"project_token": token}, {"project_token": origin}, warnings)
 
@@ -138,6 +144,7 @@ def _read_token(
 
 def _decode_token(content: FileContent, where: str) -> str:
     try:
-        return content.data.decode("utf-8")
+        # An editor may start the file with a byte-order mark.
+        return content.data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         raise SettingsError(f"{where} is not valid UTF-8") from None
