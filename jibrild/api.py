@@ -4,7 +4,6 @@ mean for it."""
 import email.utils
 import json
 import os
-import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -27,10 +26,11 @@ from jibrild.errors import (
     RegistrationRejectedError,
     SettingsError,
 )
-from jibrild.sources.checks import is_loopback_host, is_visible_ascii
-
-# "user:password@" or "user@" in a URL, with or without "scheme://".
-_CREDENTIALS = re.compile(r"[^\s/@'\"<>]+@")
+from jibrild.sources.checks import (
+    hide_credentials,
+    is_loopback_host,
+    is_visible_ascii,
+)
 
 # Longer than any id the API gives; a longer one is shown as "unknown".
 _MAX_AGENT_ID_LENGTH = 128
@@ -155,7 +155,7 @@ def _check_proxy_variables(scheme: str) -> None:
         problem = _proxy_url_problem(value)
         if problem is not None:
             raise SettingsError(
-                f"{name}={_hide_credentials(value)} is not a usable proxy URL: "
+                f"{name}={hide_credentials(value)} is not a usable proxy URL: "
                 f"{problem}; expected http://[user:password@]host:port"
             )
         return
@@ -355,15 +355,7 @@ def _client_error_text(error: aiohttp.ClientError, url: str) -> str:
             f"{_os_error_text(error.os_error)}"
         )
     # The text may quote a proxy URL, with its password.
-    return _hide_credentials(
-        f"request to {url} failed: {type(error).__name__}: {error}"
-    )
-
-
-def _hide_credentials(text: str) -> str:
-    """Replace each ``user:password@`` in ``text``, with or without a URL
-    scheme before it, by ``***@``."""
-    return _CREDENTIALS.sub("***@", text)
+    return hide_credentials(f"request to {url} failed: {type(error).__name__}: {error}")
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

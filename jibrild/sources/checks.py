@@ -13,6 +13,8 @@ _LOOPBACK_NAMES = {"localhost"}
 # The user name and password part of a URL: from "//" up to the last "@"
 # before the path, query or fragment, as urlsplit reads it.
 _USERINFO = re.compile(r"(?<=//)[^/?#]*@")
+# "user:password@" or "user@" anywhere in a text, after "scheme://" or not.
+_CREDENTIALS = re.compile(r"[^\s/@'\"<>]+@")
 
 
 def url_problem(url: str) -> str | None:
@@ -37,6 +39,12 @@ def url_problem(url: str) -> str | None:
 def hide_userinfo(url: str) -> str:
     """Replace the user name and password of a URL with `***`, for messages."""
     return _USERINFO.sub("***@", url, count=1)
+
+
+def hide_credentials(text: str) -> str:
+    """Replace each ``user:password@`` in a free text, such as a library's
+    error message or a proxy variable without a scheme, with `***@`."""
+    return _CREDENTIALS.sub("***@", text)
 
 
 def is_loopback_host(host: str) -> bool:
