@@ -94,7 +94,12 @@ def format_table(results: dict[str, float]) -> str:
     lines = ["| figure | value | goal | result |", "| --- | ---: | --- | --- |"]
     for key, (goal, check) in GOALS.items():
         value = results[key]
-        verdict = "-" if check is None else ("pass" if check(value) else "MISS")
+        if check is None:
+            verdict = "-"
+        elif check(value):
+            verdict = "pass"
+        else:
+            verdict = "MISS"
         lines.append(f"| `{key}` | {value:.3f} | {goal} | {verdict} |")
     return "\n".join(lines)
 

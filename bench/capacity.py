@@ -1,4 +1,4 @@
-"""What the local API sustains: registrations per second from a few
+"""The rate the local API sustains: registrations per second from a few
 concurrent clients, so that it is known not to limit the other figures."""
 
 import asyncio

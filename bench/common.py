@@ -1,4 +1,4 @@
-"""What the benchmarks share: the local API as a subprocess, a notify
+"""Parts the benchmarks share: the local API as a subprocess, a notify
 socket, and readings of a process's memory and CPU time from /proc."""
 
 import os
@@ -90,7 +90,7 @@ class LocalApi:
             env=clean_environ(GARNET_LOCAL_PROJECT_TOKEN=PROJECT_TOKEN),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            # One log line per request would fill a pipe nobody reads.
+            # One log line per request would fill a pipe that no one reads.
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS

@@ -4,8 +4,8 @@ on an event loop whose clock jumps to the next timer instead of sleeping.
 
 Assumptions of the model: every agent starts within the first second (a
 fleet-wide restart), a request to the API that is down fails at once (a
-refused connection, no Retry-After), and the API that is back answers every
-registration at once, so its capacity plays no part in the figures; the
+refused connection, no Retry-After), and the API that is back responds to
+every registration at once, so its capacity plays no part in the figures; the
 peak request rate it must then absorb is reported beside them."""
 
 import asyncio
@@ -29,7 +29,7 @@ _START_SPREAD_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class FleetResult:
-    """What the API saw once it was back."""
+    """The registration requests the API received once it was back."""
 
     agents: int
     outage_s: float
@@ -78,8 +78,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 class SimulatedApi(GarnetClient):
-    """The Garnet API as the fleet sees it: down until ``back_at``, then
-    answering every registration at once."""
+    """The Garnet API on the fleet's side: down until ``back_at``, then
+    responding to every registration at once."""
 
     def __init__(self, back_at: float) -> None:
         super().__init__("https://api.garnet.invalid/", 10.0, "jibrild/simulated")

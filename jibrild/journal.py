@@ -36,7 +36,7 @@ def event(message_id: str, **fields: object) -> dict[str, str]:
 
 def encode(fields: Mapping[str, str]) -> bytes:
     """Serialize one entry: ``NAME=value`` lines, and a length-prefixed form
-    for a value that holds a newline."""
+    for a value that contains a newline."""
     parts = []
     for name, value in fields.items():
         data = value.encode("utf-8", errors="replace")

@@ -179,8 +179,8 @@ class JournalRenderer:
 
 
 class JournalLogger:
-    """Send each entry to journald's socket; an entry it refuses is written
-    to the stream as a plain line instead, so nothing is lost."""
+    """Send each entry to journald's socket. An entry the socket rejects is
+    written to the stream as a plain line instead."""
 
     def __init__(self, journal: JournalSocket, stream: TextIO) -> None:
         self._journal = journal

@@ -37,7 +37,7 @@ COPIES_VARIABLE = "JIBRIL_SETTINGS_COPIES"
 ENV_FILE_COPY = "env-file"
 CONFIG_COPY = "config.yaml"
 TOKEN_FILE_COPY = "token-file"  # noqa: S105 -- a file name
-# Which original each copy was made from, written after the copies.
+# The record of the original each copy was made from, written after the copies.
 MANIFEST = "sources.json"
 
 

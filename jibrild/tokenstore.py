@@ -350,7 +350,7 @@ class TokenStore:
             mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
             if mode & 0o077:
                 self._tighten(file.fileno(), path, description, mode)
-            # One byte over the limit tells a caller that the file is larger.
+            # Reading one byte over the limit shows a caller that the file is larger.
             return file.read(_MAX_TOKEN_BYTES + 1)
 
     def _tighten(self, fd: int, path: Path, description: str, mode: int) -> None:

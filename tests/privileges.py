@@ -30,7 +30,7 @@ def as_nobody() -> Iterator[None]:
 @contextlib.contextmanager
 def open_folder() -> Iterator[Path]:
     """Yield a temporary folder that the nobody user can traverse (mode 0711), where
-    pytest's own tmp_path, of mode 0700, would hide every file from nobody."""
+    pytest's own tmp_path, of mode 0700, would hide every file from the nobody user."""
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         folder.chmod(0o711)

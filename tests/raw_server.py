@@ -12,7 +12,7 @@ class RawServer:
     """A context manager serving ``response`` on 127.0.0.1 at a free port.
 
     It reads the request first, unless ``read_request`` is False. With
-    ``response`` None it then keeps the connection open without answering
+    ``response`` None it then keeps the connection open without responding
     until the server stops.
     """
 

@@ -386,7 +386,7 @@ def test_token_file_mode_warning(files: Files, tmp_path: Path) -> None:
 
 
 def test_token_file_empty_warned(files: Files, tmp_path: Path) -> None:
-    """An empty token file sets no project token, and a warning says so."""
+    """An empty token file sets no project token, and a warning reports it."""
     path = tmp_path / "token"
     path.write_text("\n")
     path.chmod(0o600)

@@ -162,7 +162,7 @@ def test_token_file_is_copied_too(tmp_path: Path) -> None:
 
 
 def test_other_paths_than_copied_rejected(tmp_path: Path) -> None:
-    """A daemon given another --config than copy-settings was says so,
+    """A daemon given another --config than copy-settings was reports it,
     instead of reading the wrong copy."""
     paths = originals(tmp_path)
     runtime = tmp_path / "run"
@@ -208,7 +208,7 @@ def test_settings_read_from_copies(tmp_path: Path) -> None:
 
 
 def test_command_needs_runtime_directory(tmp_path: Path) -> None:
-    """`jibrild copy-settings` outside the unit says where it belongs."""
+    """`jibrild copy-settings` outside the unit names where it belongs."""
     result = subprocess.run(
         [sys.executable, "-m", "jibrild", "copy-settings"],
         env=clean_environ(),

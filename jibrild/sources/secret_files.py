@@ -110,7 +110,7 @@ def _token_layer(
     token: str, origin: Origin, warnings: tuple[str, ...], where: str
 ) -> Layer:
     # A blank file counts as unset, like an empty variable, so that a lower
-    # source may still give the project token; the warning says why none came.
+    # source may still give the project token; the warning explains why none came.
     if not token.strip():
         return Layer(
             warnings=(*warnings, f"{where} is empty; it sets no project token")

@@ -120,13 +120,13 @@ def wait_for_message(machine: Machine, after: str, text: str) -> str:
     raise AssertionError(f"no journal line with {text!r}: {messages(machine, after)}")
 
 
-def wait_until(check: Callable[[], bool], what: str) -> None:
+def wait_until(check: Callable[[], bool], description: str) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting until {what}")
+    raise AssertionError(f"timed out waiting until {description}")
 
 
 def registrations(garnet: LocalGarnet) -> int:
