@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-systemd lint check bench venv clean
+.PHONY: run test test-systemd test-packages lint check bench venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
@@ -22,6 +22,14 @@ SYSTEMD_CACHE ?= $(CURDIR)/.cache/systemd
 test-systemd: $(INSTALLED)
 	PYTHON=$(CURDIR)/$(BIN)/python tests/systemd/build-rootfs $(SYSTEMD_CACHE)
 	JIBRIL_SYSTEMD_CACHE=$(SYSTEMD_CACHE) $(BIN)/python -m pytest tests/systemd
+
+# Renders the Helm chart with a real helm, which fetch-helm downloads into
+# HELM_CACHE once.
+HELM_CACHE ?= $(CURDIR)/.cache/helm
+
+test-packages: $(INSTALLED)
+	helm=$$($(BIN)/python packaging/helm/fetch-helm $(HELM_CACHE)) && \
+		JIBRIL_HELM=$$helm $(BIN)/python -m pytest tests/packaging
 
 # A few minutes on two cores; not part of `make test`. Writes bench/results.json.
 bench: $(INSTALLED)
