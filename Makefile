@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-systemd lint check bench venv clean
+.PHONY: run test test-systemd deb lint check bench venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
@@ -22,6 +22,12 @@ SYSTEMD_CACHE ?= $(CURDIR)/.cache/systemd
 test-systemd: $(INSTALLED)
 	PYTHON=$(CURDIR)/$(BIN)/python tests/systemd/build-rootfs $(SYSTEMD_CACHE)
 	JIBRIL_SYSTEMD_CACHE=$(SYSTEMD_CACHE) $(BIN)/python -m pytest tests/systemd
+
+# The Debian package, in DEB_DIR: jibril_VERSION-1_ARCH.deb.
+DEB_DIR ?= $(CURDIR)/dist
+
+deb: $(INSTALLED)
+	PYTHON=$(CURDIR)/$(BIN)/python DEB_CACHE=$(CURDIR)/.cache/deb packaging/deb/build $(DEB_DIR)
 
 # A few minutes on two cores; not part of `make test`. Writes bench/results.json.
 bench: $(INSTALLED)
@@ -49,4 +55,4 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .run .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .run .cache dist .pytest_cache .mypy_cache .ruff_cache *.egg-info
