@@ -244,6 +244,17 @@ def test_token_renders_secret(helm: Helm) -> None:
     assert [{"key": "token", "path": "garnet-api-token"}] == token_volume["items"]
 
 
+def test_digit_values_stay_strings(helm: Helm) -> None:
+    """A token and a cluster name of digits, which --set reads as numbers,
+    render as the same digits."""
+    documents = helm.template("--set", "garnet.token=12345", "--set", "cluster.name=42")
+
+    [secret] = by_kind(documents, "Secret")
+    assert {"token": base64.b64encode(b"12345").decode()} == secret["data"]
+    env = env_entries(agent_container(documents))
+    assert "42" == env["JIBRIL_CLUSTER_NAME"]["value"]
+
+
 def test_token_absent_from_daemonset(helm: Helm) -> None:
     """The project token appears nowhere in clear and only in the Secret in
     base64. The pod reads it from a file, not from a variable."""

@@ -46,11 +46,13 @@ token
 {{- if and .Values.garnet.token .Values.garnet.existingSecret -}}
 {{- fail "garnet.token and garnet.existingSecret are both set; keep only one of them" -}}
 {{- end -}}
-{{- if not .Values.cluster.name -}}
+{{- /* --set reads a name of digits as a number. */ -}}
+{{- $clusterName := toString (.Values.cluster.name | default "") -}}
+{{- if not $clusterName -}}
 {{- fail "cluster.name missing: set it to the name of this Kubernetes cluster, such as --set cluster.name=prod-eu-1; the kubernetes agent kind requires it" -}}
 {{- end -}}
 {{- $dns1123Subdomain := "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" -}}
-{{- if or (gt (len .Values.cluster.name) 253) (not (regexMatch $dns1123Subdomain .Values.cluster.name)) -}}
-{{- fail (printf "cluster.name %q is invalid: expected a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)" .Values.cluster.name) -}}
+{{- if or (gt (len $clusterName) 253) (not (regexMatch $dns1123Subdomain $clusterName)) -}}
+{{- fail (printf "cluster.name %q is invalid: expected a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)" $clusterName) -}}
 {{- end -}}
 {{- end -}}
