@@ -100,3 +100,42 @@ def test_packaged_config_loads_uncommented(tmp_path: Path) -> None:
             check=False,
         )
         assert 0 == result.returncode, result.stderr
+
+
+def _config_output(tmp_path: Path, env_text: str) -> str:
+    env_file = tmp_path / "jibril.env"
+    env_file.write_text(env_text)
+    env_file.chmod(0o600)
+    config = tmp_path / "config.yaml"
+    config.write_text("")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jibrild",
+            "config",
+            "--env-file",
+            str(env_file),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+        check=True,
+    )
+    return result.stdout
+
+
+def test_postinst_reads_a_missing_project_token(tmp_path: Path) -> None:
+    """The package's postinst starts the unit only when `jibrild config`
+    prints a project token, so the line it looks for must match exactly
+    when none is set and never when one is."""
+    postinst = (PACKAGING / "deb" / "postinst").read_text()
+    [pattern] = re.findall(r"grep -q '(.*)'", postinst)
+
+    without = _config_output(tmp_path, "#GARNET_API_TOKEN=\n")
+    with_token = _config_output(tmp_path, "GARNET_API_TOKEN=pt-unit-files\n")
+
+    assert re.search(pattern, without, re.MULTILINE)
+    assert not re.search(pattern, with_token, re.MULTILINE)
