@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-systemd deb lint check bench venv clean
+.PHONY: run test test-systemd test-packages deb lint check bench venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
@@ -29,6 +29,13 @@ DEB_DIR ?= $(CURDIR)/dist
 deb: $(INSTALLED)
 	PYTHON=$(CURDIR)/$(BIN)/python DEB_CACHE=$(CURDIR)/.cache/deb packaging/deb/build $(DEB_DIR)
 
+# The container image (and the Helm chart): needs root, and network to
+# Debian's mirror to build the image's rootfs, cached in .cache/docker.
+test-packages: $(INSTALLED) deb
+	@command -v debootstrap >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap; }
+	$(BIN)/python -m pytest tests/packaging
+
 # A few minutes on two cores; not part of `make test`. Writes bench/results.json.
 bench: $(INSTALLED)
 	$(BIN)/python -m bench
@@ -37,6 +44,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint --failure-threshold style packaging/docker/Dockerfile
 
 check: lint test
 
