@@ -46,6 +46,11 @@ class ContainerSpec:
     # to root itself.
     layer: str | None = None
     dockerenv: bool = False
+    # As `docker run --cap-drop ALL --security-opt no-new-privileges
+    # --read-only`.
+    drop_capabilities: bool = False
+    no_new_privileges: bool = False
+    read_only_root: bool = False
 
     def to_json(self) -> str:
         """Serialize the spec as container_init.py reads it."""

@@ -8,6 +8,7 @@ command, which then is PID 1. The one argument is a JSON object; see
 ``ContainerSpec.to_json`` in container.py.
 """
 
+import ctypes
 import json
 import os
 import socket
@@ -23,6 +24,26 @@ _DEVICE_LINKS = {
     "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2",
 }
+
+
+# prctl(2) options from linux/prctl.h.
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_CAP_LAST_CAP = Path("/proc/sys/kernel/cap_last_cap")
+
+
+def _prctl(option: int, argument: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, argument, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl({option}, {argument}): {os.strerror(error)}")
+
+
+def _drop_capabilities() -> None:
+    """Empty the capability bounding set, so that even uid 0 holds no
+    capability after the exec, as with `docker run --cap-drop ALL`."""
+    for capability in range(int(_CAP_LAST_CAP.read_text()) + 1):
+        _prctl(_PR_CAPBSET_DROP, capability)
 
 
 def _mount(*args: str) -> None:
@@ -95,13 +116,21 @@ def main() -> None:
         _bind(root, mount["source"], mount["target"], mount["read_only"])
     if spec["dockerenv"]:
         (root / ".dockerenv").touch()
+    if spec["read_only_root"]:
+        _mount("-o", "remount,ro", str(root))
     socket.sethostname(spec["hostname"])
 
     os.chroot(root)
     os.chdir(spec["workdir"])
+    # The bounding set only limits what the exec grants, and dropping from
+    # it needs CAP_SETPCAP, which setuid to another uid than 0 clears.
+    if spec["drop_capabilities"]:
+        _drop_capabilities()
     os.setgroups(spec["groups"])
     os.setgid(spec["gid"])
     os.setuid(spec["uid"])
+    if spec["no_new_privileges"]:
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
     # The command is looked up in the container's PATH, as Docker does.
     os.execvpe(spec["argv"][0], spec["argv"], spec["environ"])  # noqa: S606
 

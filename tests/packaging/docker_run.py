@@ -37,9 +37,15 @@ def docker_run(
     command: Sequence[str] | None = None,
     volumes: Mapping[str, Path] | None = None,
     mounts: Sequence[Mount] = (),
+    user: str | None = None,
+    locked_down: bool = False,
 ) -> Container:
     """Start a container the way `docker run --network host -e NAME=VALUE
     -v FOLDER:TARGET IMAGE [COMMAND...]` starts it.
+
+    ``user`` is `--user`. ``locked_down`` adds `--cap-drop ALL
+    --security-opt no-new-privileges --read-only`, the restrictions a
+    Kubernetes securityContext can set.
 
     ``layer`` is an empty folder for the container's writable layer. An
     image VOLUME without a folder in ``volumes`` gets an anonymous volume
@@ -52,7 +58,7 @@ def docker_run(
             anonymous = layer / "volumes" / target.strip("/").replace("/", "-")
             volumes[target] = new_named_volume(image, target, anonymous)
 
-    user = resolve_user(image.rootfs, config.user)
+    user_entry = resolve_user(image.rootfs, config.user if user is None else user)
     hostname = new_hostname()
     # Docker writes these three files for each container and binds them in.
     etc = layer / "etc"
@@ -65,10 +71,10 @@ def docker_run(
     spec = ContainerSpec(
         root=str(image.rootfs),
         argv=[*config.entrypoint, *cmd],
-        environ=container_environ(config.env, user, hostname, variables),
-        uid=user.uid,
-        gid=user.gid,
-        groups=user.groups,
+        environ=container_environ(config.env, user_entry, hostname, variables),
+        uid=user_entry.uid,
+        gid=user_entry.gid,
+        groups=user_entry.groups,
         workdir=config.workdir,
         hostname=hostname,
         mounts=[
@@ -78,5 +84,8 @@ def docker_run(
         ],
         layer=str(layer),
         dockerenv=True,
+        drop_capabilities=locked_down,
+        no_new_privileges=locked_down,
+        read_only_root=locked_down,
     )
     return Container(spec, config.stop_signal)

@@ -128,7 +128,7 @@ def build(dockerfile: Path, context: Path, cache: Path) -> Image:
     files and runner.
 
     The image is kept in CACHE/image-KEY (rootfs/ and config.json), and
-    the base tarball in CACHE/SUITE-minbase.tar.
+    the base tarball in CACHE/SUITE-KEY.tar.
     """
     instructions = parse(dockerfile.read_text())
     check_supported(instructions)
@@ -170,8 +170,12 @@ def _image_key(dockerfile: Path, context: Path, instructions: list[Instruction])
 
 
 def base_tarball(suite: str, cache: Path) -> Path:
-    """Return the debootstrap tarball of ``suite``, building it on first use."""
-    tarball = cache / f"{suite}-minbase.tar"
+    """Return the debootstrap tarball of ``suite``, building it on first
+    use. Its name carries a hash of the debootstrap options, so a change
+    to them builds a new one."""
+    options = ["--variant=minbase", suite]
+    key = hashlib.sha256(" ".join(options).encode()).hexdigest()[:12]
+    tarball = cache / f"{suite}-{key}.tar"
     if tarball.is_file():
         return tarball
 
@@ -180,12 +184,12 @@ def base_tarball(suite: str, cache: Path) -> Path:
             "debootstrap not found; run `make test-packages`, which installs "
             "it, or apt-get install debootstrap"
         )
-    target = cache / f"{suite}-minbase.tmp"
+    target = cache / f"{suite}-{key}.tmp"
     shutil.rmtree(target, ignore_errors=True)
     log = cache / "debootstrap.log"
     with log.open("w") as output:
         done = subprocess.run(
-            ["debootstrap", "--variant=minbase", suite, str(target)],
+            ["debootstrap", *options, str(target)],
             stdout=output,
             stderr=subprocess.STDOUT,
             check=False,

@@ -80,6 +80,8 @@ class Engine:
         command: Sequence[str] | None = None,
         volume: Path | None = None,
         mounts: Sequence[Mount] = (),
+        user: str | None = None,
+        locked_down: bool = False,
     ) -> Container:
         """Start a container; ``variables`` default to the project token
         and the local API's URL."""
@@ -97,6 +99,8 @@ class Engine:
             command=command,
             volumes={STATE: volume} if volume is not None else None,
             mounts=mounts,
+            user=user,
+            locked_down=locked_down,
         )
         self.containers.append(container)
         return container
@@ -309,3 +313,30 @@ def test_root_only_config_file(engine: Engine, tmp_path: Path) -> None:
         "ERROR: cannot read config file /etc/jibril/config.yaml: permission "
         "denied; check its permissions exit_code=78"
     ) in container.stderr
+
+
+def test_root_without_capabilities(engine: Engine, tmp_path: Path) -> None:
+    """As uid 0 with no capabilities, no new privileges and a read-only
+    root file system, on a root-owned host folder (a Kubernetes hostPath
+    volume), the container registers and stores the agent token there."""
+    volume = tmp_path / "host-state"
+    volume.mkdir(mode=0o700)
+
+    container = engine.run(volume=volume, user="0:0", locked_down=True)
+    container.wait_for_line("token stored at:")
+    status = host_pid_status(container.pid1())
+    mounts = Path(f"/proc/{container.pid1()}/mountinfo").read_text().splitlines()
+    root_options = [line.split()[5] for line in mounts if line.split()[4] == "/"]
+    code = container.stop()
+    token = (volume / "agent.token").stat()
+
+    assert 0 == code
+    assert ["0"] * 4 == status["Uid"].split()
+    assert 0 == int(status["CapEff"], 16)
+    assert 0 == int(status["CapPrm"], 16)
+    assert 0 == int(status["CapBnd"], 16)
+    assert "1" == status["NoNewPrivs"]
+    assert ["ro"] == [options.split(",")[0] for options in root_options]
+    assert (0, 0) == (token.st_uid, token.st_gid)
+    assert 0o600 == stat.S_IMODE(token.st_mode)
+    assert not any(line.startswith("WARNING") for line in container.stderr)
