@@ -173,14 +173,15 @@ def test_image_files(image: Image) -> None:
 
 def test_first_start(engine: Engine) -> None:
     """A first start logs the four first-start lines as plain stderr lines,
-    with the container runtime environment, and stores the agent token in
-    the volume. SIGTERM to PID 1 stops it with exit code 0."""
+    with the container runtime environment and no token, and stores the
+    agent token in the volume. SIGTERM to PID 1 stops it with exit code 0."""
     volume = engine.volume()
     container = engine.run(volume=volume)
     container.wait_for_line("token stored at:")
     code = container.stop()
     logged = [line for line in container.stderr if line in FIRST_START_LINES]
     token = (volume / "agent.token").stat()
+    output = "\n".join([*container.stderr, *container.stdout])
 
     assert 0 == code
     assert FIRST_START_LINES == logged
@@ -191,6 +192,8 @@ def test_first_start(engine: Engine) -> None:
     assert 0o600 == stat.S_IMODE(token.st_mode)
     assert ["vanilla"] == [agent["kind"] for agent in engine.api.agents()]
     assert 1 == len(registrations(engine.api))
+    assert PROJECT_TOKEN not in output
+    assert (volume / "agent.token").read_text().strip() not in output
 
 
 def test_pid1_is_jibrild_as_image_user(engine: Engine) -> None:
