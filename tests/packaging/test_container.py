@@ -255,17 +255,18 @@ def test_missing_project_token(engine: Engine) -> None:
 
 def test_status_command_override(engine: Engine) -> None:
     """`docker run IMAGE status` runs `jibrild status`: exit code 3 on a
-    fresh volume, 0 with the agent identity once registered."""
+    fresh volume, 0 with the agent identity once registered, while the
+    daemon's container runs on the same volume."""
     volume = engine.volume()
     fresh = engine.run(command=["status"], volume=volume)
     fresh_code = fresh.wait()
     daemon = engine.run(volume=volume)
     daemon.wait_for_line("token stored at:")
-    assert 0 == daemon.stop()
     [agent] = engine.api.agents()
 
     registered = engine.run(command=["status"], volume=volume)
     registered_code = registered.wait()
+    assert 0 == daemon.stop()
 
     fresh_fields = status_fields(fresh.stdout)
     registered_fields = status_fields(registered.stdout)
