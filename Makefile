@@ -36,11 +36,15 @@ deb: $(INSTALLED)
 	PYTHON=$(CURDIR)/$(BIN)/python DEB_CACHE=$(CURDIR)/.cache/deb DEB_VERSION=$(DEB_VERSION) \
 		packaging/deb/build $(DEB_DIR)
 
-# Renders the Helm chart with a real helm, which fetch-helm downloads into
-# HELM_CACHE once.
+# The container image, built from its Dockerfile, and the Helm chart,
+# rendered with a real helm that fetch-helm downloads into HELM_CACHE once.
+# Needs root, and network to Debian's mirror to build the image's rootfs,
+# cached in .cache/docker.
 HELM_CACHE ?= $(CURDIR)/.cache/helm
 
-test-packages: $(INSTALLED)
+test-packages: deb
+	@command -v debootstrap >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap; }
 	helm=$$($(BIN)/python packaging/helm/fetch-helm $(HELM_CACHE)) && \
 		JIBRIL_HELM=$$helm $(BIN)/python -m pytest tests/packaging
 
@@ -52,6 +56,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint --failure-threshold style packaging/docker/Dockerfile
 
 check: lint test
 
