@@ -346,6 +346,70 @@ def test_invalid_cluster_name_fails(helm: Helm) -> None:
     assert ('cluster.name "Prod_1" is invalid: expected a DNS-1123 subdomain') in error
 
 
+# Each variable the chart sets, with an extraEnv value that would replace it.
+CHART_VARIABLES = {
+    "NODE_NAME": ("--set", "extraEnv[0].value=node-b"),
+    "JIBRIL_CLUSTER_NAME": ("--set", "extraEnv[0].value=other"),
+    "JIBRIL_RUNTIME_ENVIRONMENT": ("--set", "extraEnv[0].value=vanilla"),
+    "GARNET_API_TOKEN": ("--set", f"extraEnv[0].value={PROJECT_TOKEN}"),
+    "GARNET_API_TOKEN_FILE": ("--set", "extraEnv[0].value=/etc/token"),
+    "GARNET_AGENT_TOKEN_PATH": ("--set", "extraEnv[0].value=/tmp/agent.token"),
+    "GARNET_API_URL": ("--set", "extraEnv[0].value=https://garnet.example/"),
+    "JIBRIL_LOG_LEVEL": ("--set", "extraEnv[0].value=debug"),
+}
+
+
+@pytest.mark.parametrize("name", CHART_VARIABLES)
+def test_extra_env_chart_variable_fails(helm: Helm, name: str) -> None:
+    """An extraEnv entry for a variable the chart sets fails rendering, since
+    the pod would get the name twice and silently keep the last value."""
+    error = helm.template_error(
+        *WITH_TOKEN, "--set", f"extraEnv[0].name={name}", *CHART_VARIABLES[name]
+    )
+
+    assert f"extraEnv sets {name}, which the chart sets itself" in error
+
+
+def test_extra_env_token_from_secret_fails(helm: Helm) -> None:
+    """GARNET_API_TOKEN from a secretKeyRef in extraEnv fails too: it would
+    win over the token file and put the project token in the environment."""
+    error = helm.template_error(
+        *REQUIRED,
+        "--set",
+        "garnet.existingSecret=garnet-token",
+        "--set",
+        "extraEnv[0].name=GARNET_API_TOKEN",
+        "--set",
+        "extraEnv[0].valueFrom.secretKeyRef.name=garnet-token",
+        "--set",
+        "extraEnv[0].valueFrom.secretKeyRef.key=token",
+    )
+
+    assert (
+        "extraEnv sets GARNET_API_TOKEN, which the chart sets itself; set "
+        "garnet.token or garnet.existingSecret instead"
+    ) in error
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "warn", "error", "trace"])
+def test_log_level_accepted(helm: Helm, level: str) -> None:
+    """logLevel takes jibrild's level names and Jibril's, in any case."""
+    documents = helm.template(*WITH_TOKEN, "--set", f"logLevel={level}")
+
+    env = env_entries(agent_container(documents))
+    assert level == env["JIBRIL_LOG_LEVEL"]["value"]
+
+
+def test_invalid_log_level_fails(helm: Helm) -> None:
+    """A log level jibrild does not know fails rendering, as the daemon would
+    stop at start on every node with exit code 78."""
+    error = helm.template_error(*WITH_TOKEN, "--set", "logLevel=verbose")
+
+    assert (
+        'logLevel "verbose" is invalid: expected debug, info, warning or error'
+    ) in error
+
+
 def test_environment_of_agent(helm: Helm) -> None:
     """The agent gets its node name from the downward API, the cluster name,
     the kubernetes runtime environment and the state path."""

@@ -55,4 +55,29 @@ token
 {{- if or (gt (len $clusterName) 253) (not (regexMatch $dns1123Subdomain $clusterName)) -}}
 {{- fail (printf "cluster.name %q is invalid: expected a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)" $clusterName) -}}
 {{- end -}}
+{{- /* jibrild's level names and the other Jibril level names it maps to them. */ -}}
+{{- $logLevels := list "debug" "info" "warning" "error" "trace" "warn" "critical" "fatal" "panic" -}}
+{{- $logLevel := toString (.Values.logLevel | default "") -}}
+{{- if and $logLevel (not (has (lower (trim $logLevel)) $logLevels)) -}}
+{{- fail (printf "logLevel %q is invalid: expected debug, info, warning or error (or trace, warn, critical, fatal, panic)" $logLevel) -}}
+{{- end -}}
+{{- /* The pod would get such a name twice, and the kubelet keeps only the
+last value, so an extraEnv entry could replace the token file or move the
+agent token out of the state folder, silently. */ -}}
+{{- $chartVariables := dict
+  "NODE_NAME" "it comes from the downward API"
+  "JIBRIL_CLUSTER_NAME" "set cluster.name instead"
+  "JIBRIL_RUNTIME_ENVIRONMENT" "it is always kubernetes in this chart"
+  "GARNET_API_TOKEN" "set garnet.token or garnet.existingSecret instead"
+  "GARNET_API_TOKEN_FILE" "set garnet.token or garnet.existingSecret instead"
+  "GARNET_AGENT_TOKEN_PATH" "set state.hostPath instead"
+  "GARNET_API_URL" "set garnet.url instead"
+  "JIBRIL_LOG_LEVEL" "set logLevel instead"
+-}}
+{{- range .Values.extraEnv -}}
+{{- $name := toString .name -}}
+{{- if hasKey $chartVariables $name -}}
+{{- fail (printf "extraEnv sets %s, which the chart sets itself; %s" $name (get $chartVariables $name)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
