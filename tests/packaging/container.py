@@ -105,8 +105,9 @@ def _read_accounts(path: Path) -> list[list[str]]:
 def unshare_command(spec: ContainerSpec) -> list[str]:
     """Return the command that starts ``spec`` as PID 1 of new namespaces.
 
-    --kill-child ends the container when unshare itself is killed, so an
-    interrupted test leaves nothing running.
+    --kill-child ends the container when unshare itself is killed, unless
+    PID 1 has changed its uid, which clears that signal. Container.close
+    kills PID 1 itself for that reason.
     """
     return [
         "unshare",
@@ -210,15 +211,41 @@ class Container:
         self._drain()
         return code
 
+    def _kill_pid1(self) -> None:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            pids = children.read_text().split()
+        except FileNotFoundError:
+            return
+        if not pids:
+            # PID 1 has not started yet or has exited, and unshare can go.
+            self.process.kill()
+            return
+        try:
+            os.kill(int(pids[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            return
+
     def _finish_readers(self) -> None:
         for reader in self._readers:
             reader.join(5)
 
     def close(self) -> None:
-        """Kill the container if it still runs."""
+        """Kill the container if it still runs.
+
+        SIGKILL goes to PID 1, which ends every process of its PID
+        namespace. Killing unshare alone is not enough: --kill-child sets a
+        parent-death signal, and the kernel clears it when PID 1 changes
+        its uid, so a container of another user would run on and keep the
+        output pipes open.
+        """
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+            self._kill_pid1()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
         self._finish_readers()
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:

@@ -10,6 +10,7 @@ Garnet API on 127.0.0.1."""
 import os
 import re
 import stat
+import threading
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ FIRST_START_LINES = [
 EXIT_SETTINGS = 78
 # The exit code of `jibrild status` when no agent token is on disk.
 EXIT_NOT_REGISTERED = 3
+# A bound on Container.close, which kills and reaps; far above what it needs.
+CLOSE_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture(scope="session")
@@ -345,3 +348,19 @@ def test_root_without_capabilities(engine: Engine, tmp_path: Path) -> None:
     assert (0, 0) == (token.st_uid, token.st_gid)
     assert 0o600 == stat.S_IMODE(token.st_mode)
     assert not any(line.startswith("WARNING") for line in container.stderr)
+
+
+def test_close_kills_container(engine: Engine) -> None:
+    """Closing a container that runs as the image's user ends its PID 1 and
+    returns, so a test that fails while its container runs leaves nothing
+    running and does not block."""
+    container = engine.run(volume=engine.volume())
+    container.wait_for_line("token stored at:")
+    pid = container.pid1()
+
+    closing = threading.Thread(target=container.close, daemon=True)
+    closing.start()
+    closing.join(CLOSE_TIMEOUT_SECONDS)
+
+    assert not closing.is_alive()
+    assert not Path(f"/proc/{pid}").exists()
