@@ -350,7 +350,10 @@ class _Builder:
 
         target = self.rootfs / destination.lstrip("/")
         for source in sources:
+            # Docker copies what a folder contains, never the folder itself.
             copied = target / source.name if into_folder else target
+            if source.is_dir():
+                copied = target
             copied.parent.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
                 shutil.copytree(source, copied, symlinks=True, dirs_exist_ok=True)

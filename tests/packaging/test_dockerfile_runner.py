@@ -8,6 +8,7 @@ import pytest
 from tests.packaging.dockerfile import (
     DockerfileError,
     Instruction,
+    _Builder,
     check_supported,
     parse,
 )
@@ -94,3 +95,23 @@ def test_dockerfile_supported() -> None:
     """Every instruction of packaging/docker/Dockerfile is one the runner
     carries out."""
     check_supported(parse(DOCKERFILE.read_text()))
+
+
+@pytest.mark.parametrize("destination", ["/etc/app/", "/etc/app"])
+def test_copy_folder_copies_contents(tmp_path: Path, destination: str) -> None:
+    """COPY of a folder copies what the folder contains, not the folder
+    itself, as Docker does, with or without a trailing / on the target."""
+    context = tmp_path / "context"
+    (context / "conf" / "sub").mkdir(parents=True)
+    (context / "conf" / "a.txt").write_text("a\n")
+    (context / "conf" / "sub" / "b.txt").write_text("b\n")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    [instruction] = parse(f"COPY conf {destination}\n")
+    builder = _Builder([instruction], context, tmp_path, rootfs, tmp_path / "log")
+
+    builder.run()
+
+    assert "a\n" == (rootfs / "etc/app/a.txt").read_text()
+    assert "b\n" == (rootfs / "etc/app/sub/b.txt").read_text()
+    assert not (rootfs / "etc/app/conf").exists()
