@@ -364,3 +364,28 @@ def test_close_kills_container(engine: Engine) -> None:
 
     assert not closing.is_alive()
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_project_token_file(engine: Engine, tmp_path: Path) -> None:
+    """GARNET_API_TOKEN_FILE names a mounted file that the image's user owns
+    with mode 0400: the container registers with the project token in it,
+    and the token stays out of the container's environment."""
+    token_file = tmp_path / "garnet-api-token"
+    token_file.write_text(f"{PROJECT_TOKEN}\n")
+    os.chown(token_file, IMAGE_UID, IMAGE_UID)
+    token_file.chmod(0o400)
+    mount = Mount(str(token_file), "/run/secrets/garnet-api-token", read_only=True)
+    variables = {
+        "GARNET_API_TOKEN_FILE": "/run/secrets/garnet-api-token",
+        "GARNET_API_URL": engine.api.url,
+    }
+
+    container = engine.run(variables, volume=engine.volume(), mounts=[mount])
+    container.wait_for_line("token stored at:")
+    environ = Path(f"/proc/{container.pid1()}/environ").read_bytes().decode()
+    code = container.stop()
+
+    assert 0 == code
+    assert 1 == len(registrations(engine.api))
+    assert PROJECT_TOKEN not in environ
+    assert not any(line.startswith("WARNING") for line in container.stderr)
