@@ -158,15 +158,26 @@ def build(dockerfile: Path, context: Path, cache: Path) -> Image:
 
 def _image_key(dockerfile: Path, context: Path, instructions: list[Instruction]) -> str:
     digest = hashlib.sha256(dockerfile.read_bytes())
+    variables = build_variables(instructions)
     for instruction in instructions:
         if instruction.keyword == "COPY":
-            for source in _copy_sources(instruction, context, {}):
+            for source in _copy_sources(instruction, context, variables):
                 digest.update(source.name.encode())
                 digest.update(hashlib.sha256(source.read_bytes()).digest())
     here = Path(__file__).resolve().parent
     for name in _RUNNER_FILES:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def build_variables(instructions: list[Instruction]) -> dict[str, str]:
+    """Return the ARG defaults and ENV values of a Dockerfile, which COPY
+    sources and LABEL values can name, without building anything."""
+    builder = _Builder(instructions, Path(), Path(), Path(), Path())
+    for instruction in instructions:
+        if instruction.keyword in ("ARG", "ENV"):
+            builder.handlers()[instruction.keyword](instruction)
+    return builder._variables()
 
 
 def base_tarball(suite: str, cache: Path) -> Path:

@@ -1,6 +1,7 @@
 """The Dockerfile runner reads instructions as Docker does and rejects,
 before any build step, every instruction or form it would not carry out."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,15 @@ from tests.packaging.dockerfile import (
     DockerfileError,
     Instruction,
     _Builder,
+    _copy_sources,
+    build_variables,
     check_supported,
     parse,
 )
 
-DOCKERFILE = Path(__file__).resolve().parents[2] / "packaging/docker/Dockerfile"
+CHECKOUT = Path(__file__).resolve().parents[2]
+DOCKERFILE = CHECKOUT / "packaging/docker/Dockerfile"
+PYPROJECT = CHECKOUT / "pyproject.toml"
 BASE = "FROM debian:bookworm-20250630-slim\n"
 
 
@@ -115,3 +120,20 @@ def test_copy_folder_copies_contents(tmp_path: Path, destination: str) -> None:
     assert "a\n" == (rootfs / "etc/app/a.txt").read_text()
     assert "b\n" == (rootfs / "etc/app/sub/b.txt").read_text()
     assert not (rootfs / "etc/app/conf").exists()
+
+
+def test_copy_takes_own_version_package(tmp_path: Path) -> None:
+    """The Dockerfile's COPY picks the packages of jibrild's version, even
+    when the build context also contains a newer one, which apt would
+    install in its place."""
+    version = tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+    instructions = parse(DOCKERFILE.read_text())
+    [copy] = [i for i in instructions if i.keyword == "COPY"]
+    for release in (f"{version}-1", f"{version}-2", "99.0.0-1"):
+        (tmp_path / f"jibril_{release}_amd64.deb").write_bytes(b"")
+
+    sources = _copy_sources(copy, tmp_path, build_variables(instructions))
+
+    assert [f"jibril_{version}-1_amd64.deb", f"jibril_{version}-2_amd64.deb"] == [
+        source.name for source in sources
+    ]
