@@ -475,6 +475,17 @@ def test_state_on_host_path(helm: Helm) -> None:
     assert ["chmod", "0700", "/var/lib/jibril"] == init["command"]
 
 
+@pytest.mark.parametrize(
+    "path", ["/", "//", "var/lib/jibril", "/var/lib/../jibril", ""]
+)
+def test_invalid_state_host_path_fails(helm: Helm, path: str) -> None:
+    """A state folder that is relative, climbs with .., or is the node's
+    root fails rendering: the init container would chmod it to 0700."""
+    error = helm.template_error(*WITH_TOKEN, "--set-string", f"state.hostPath={path}")
+
+    assert f'state.hostPath "{path}" is invalid' in error
+
+
 def test_security_context_is_minimal(helm: Helm) -> None:
     """No host namespaces, no capabilities, no privilege escalation, a
     read-only root filesystem and the runtime's seccomp profile."""

@@ -55,6 +55,12 @@ token
 {{- if or (gt (len $clusterName) 253) (not (regexMatch $dns1123Subdomain $clusterName)) -}}
 {{- fail (printf "cluster.name %q is invalid: expected a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)" $clusterName) -}}
 {{- end -}}
+{{- /* The init container sets the folder's mode to 0700, which on / or a
+shared folder such as /var/lib would lock other users out of it. */ -}}
+{{- $hostPath := toString (.Values.state.hostPath | default "") -}}
+{{- if or (not (isAbs $hostPath)) (eq (clean $hostPath) "/") (has ".." (splitList "/" $hostPath)) -}}
+{{- fail (printf "state.hostPath %q is invalid: expected the absolute path of a folder for jibrild alone, such as /var/lib/jibril, without '..'; its mode is set to 0700" $hostPath) -}}
+{{- end -}}
 {{- /* jibrild's level names and the other Jibril level names it maps to them. */ -}}
 {{- $logLevels := list "debug" "info" "warning" "error" "trace" "warn" "critical" "fatal" "panic" -}}
 {{- $logLevel := toString (.Values.logLevel | default "") -}}
