@@ -606,12 +606,32 @@ class Pod:
 
     def command_prefix(self) -> tuple[str, ...]:
         """Run a command with `run_folder` bind-mounted on /run, in a private
-        mount namespace, so the mount stays invisible to the machine."""
+        mount namespace, so the mount stays invisible to the machine, with
+        the agent container's user and capabilities."""
         script = 'mount --bind "$1" /run && shift && exec "$@"'
         return (
             *("unshare", "--mount", "--propagation", "private"),
             *("sh", "-c", script, "sh", str(self.run_folder)),
+            *self.privileges(self.container),
         )
+
+    def privileges(self, container: dict[str, Any]) -> tuple[str, ...]:
+        """Return a setpriv command that gives a process the pod's user and
+        group and the container's capabilities and no_new_privs flag."""
+        pod_context = self.spec["securityContext"]
+        context = container["securityContext"]
+        command = [
+            "setpriv",
+            f"--reuid={pod_context['runAsUser']}",
+            f"--regid={pod_context['runAsGroup']}",
+            "--clear-groups",
+        ]
+        assert ["ALL"] == context["capabilities"]["drop"], container["name"]
+        assert "add" not in context["capabilities"], container["name"]
+        command.extend(["--bounding-set=-all", "--inh-caps=-all"])
+        if context["allowPrivilegeEscalation"] is False:
+            command.append("--no-new-privs")
+        return (*command, "--")
 
     def map_path(self, text: str, container: dict[str, Any]) -> str:
         """Translate a path in a container to the node folder of its hostPath
@@ -634,7 +654,9 @@ class Pod:
     def run_init_containers(self) -> None:
         for container in self.spec["initContainers"]:
             command = [self.map_path(arg, container) for arg in container["command"]]
-            subprocess.run(command, check=True, timeout=30)
+            subprocess.run(
+                [*self.privileges(container), *command], check=True, timeout=30
+            )
 
     def environ(self) -> dict[str, str]:
         """The agent container's environment as the kubelet builds it."""
@@ -760,6 +782,7 @@ def test_pod_registers_once(
     first = start_pod(first_pod, tmp_path, daemons)
     first.wait_for_line("agent registration complete")
     first.wait_for_message("READY=1")
+    first_status = Path(f"/proc/{first.process.pid}/status").read_text()
     first_code = first.stop()
 
     [request] = registrations(api)
@@ -771,6 +794,10 @@ def test_pod_registers_once(
     assert NODE_NAME == context["node"]
     assert POD_NAMESPACE == context["namespace"]
     assert 0 == first_code
+    assert "CapEff:\t0000000000000000" in first_status.splitlines()
+    assert "CapBnd:\t0000000000000000" in first_status.splitlines()
+    assert "NoNewPrivs:\t1" in first_status.splitlines()
+    assert "Uid:\t0\t0\t0\t0" in first_status.splitlines()
     assert [] == warnings_in(first)
     assert "INFO: detected runtime environment: kubernetes" in first.lines
     assert 0o700 == stat.S_IMODE(state.stat().st_mode)
