@@ -6,8 +6,10 @@ The tests share one machine booted from CACHE/rootfs-clean and run in file
 order: each continues from the state the previous one left.
 """
 
+import fnmatch
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -84,20 +86,39 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
     version = _field(first, "Version")
     newer_version = f"{version}+1"
     out = tmp_path_factory.mktemp("newer")
+    newer = _build(CHECKOUT, out, newer_version)
+    return Packages(first, newer, newer_version)
+
+
+def _build(checkout: Path, out: Path, version: str) -> Path:
+    """Build the package from ``checkout`` into ``out``; return its path."""
     environ = {
         **os.environ,
-        "DEB_VERSION": newer_version,
+        "DEB_VERSION": version,
         "DEB_CACHE": str(CHECKOUT / ".cache" / "deb"),
         "PYTHON": sys.executable,
     }
     subprocess.run(
-        [str(CHECKOUT / "packaging/deb/build"), str(out)],
+        [str(checkout / "packaging/deb/build"), str(out)],
         env=environ,
         check=True,
         capture_output=True,
     )
-    [newer] = out.glob("jibril_*.deb")
-    return Packages(first, newer, newer_version)
+    [deb] = out.glob("jibril_*.deb")
+    return deb
+
+
+def _contents(deb: Path) -> list[str]:
+    """Return the paths a package holds, without the leading ./"""
+    listing = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    names = subprocess.run(
+        ["tar", "-t"], input=listing, capture_output=True, check=True
+    ).stdout.decode()
+    return [name.removeprefix("./") for name in names.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +177,97 @@ def test_lintian_finds_no_errors(packages: Packages) -> None:
     assert [] == errors
     assert 0 == result.returncode, result.stderr
     REPORT["lintian"] = f"lintian: 0 errors, {len(tags)} warnings {tags}"
+
+
+def test_build_leaves_out_stray_files(tmp_path: Path) -> None:
+    """A build from a checkout with a stale build/ folder and an untracked
+    module packs neither, and writes no build output into the checkout."""
+    checkout = tmp_path / "checkout"
+    subprocess.run(
+        ["git", "clone", "--quiet", str(CHECKOUT), str(checkout)], check=True
+    )
+    # The clone gets this checkout's working tree, so uncommitted edits of
+    # the build script are what is tested.
+    tracked = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "ls-files", "-z"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (CHECKOUT / name).is_file():
+            shutil.copy2(CHECKOUT / name, checkout / name)
+    stale = checkout / "build/lib/jibrild/stale_module.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("STALE = True\n")
+    (checkout / "jibrild/untracked_module.py").write_text("UNTRACKED = True\n")
+
+    deb = _build(checkout, tmp_path / "out", "0.0.1-1")
+
+    names = _contents(deb)
+    assert [] == [name for name in names if "stale_module" in name]
+    assert [] == [name for name in names if "untracked_module" in name]
+    assert "usr/lib/jibril/jibrild/daemon.py" in names
+    assert [] == list(checkout.glob("*.egg-info"))
+    assert [stale] == [path for path in (checkout / "build").rglob("*.py")]
+
+
+def test_copyright_covers_each_bundled_file(packages: Packages, tmp_path: Path) -> None:
+    """In the copyright file, each file under /usr/lib/jibril falls under
+    the paragraph of the distribution whose RECORD lists it. jibrild's own
+    files fall under the project's terms."""
+    subprocess.run(["dpkg-deb", "-x", str(packages.first), str(tmp_path)], check=True)
+    lib = tmp_path / "usr/lib/jibril"
+    copyright_text = (tmp_path / "usr/share/doc/jibril/copyright").read_text()
+    paragraphs = [_fields(block) for block in copyright_text.split("\n\n")]
+    files_paragraphs = [p for p in paragraphs if "Files" in p]
+
+    owners = {}
+    for info in lib.glob("*.dist-info"):
+        name = (info / "METADATA").read_text().split("\nName: ", 1)[1].split()[0]
+        for line in (info / "RECORD").read_text().splitlines():
+            path = line.split(",", 1)[0]
+            if not path.startswith("../"):
+                owners[f"usr/lib/jibril/{path}"] = name
+
+    shipped = [
+        path.relative_to(tmp_path).as_posix()
+        for path in lib.rglob("*")
+        if path.is_file()
+    ]
+    assert [] == [path for path in shipped if path not in owners]
+    wrong = {}
+    for path in shipped:
+        # In the copyright format, the last paragraph that matches wins.
+        matching = [
+            p
+            for p in files_paragraphs
+            if any(fnmatch.fnmatchcase(path, glob) for glob in p["Files"].split())
+        ]
+        owner = owners[path]
+        expected = "Files: *" if owner == "jibrild" else f"{owner} "
+        found = _label(matching[-1])
+        if not found.startswith(expected):
+            wrong[path] = found
+    assert {} == wrong
+
+
+def _label(paragraph: dict[str, str]) -> str:
+    """Return a copyright paragraph's Comment, or its Files line if none."""
+    return paragraph.get("Comment", f"Files: {paragraph['Files']}")
+
+
+def _fields(block: str) -> dict[str, str]:
+    """Parse one copyright paragraph; continuation lines join with spaces."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in block.strip().splitlines():
+        if line.startswith(" ") and key:
+            fields[key] += " " + line.strip()
+        else:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
 
 
 def test_install_enables_without_starting(
