@@ -20,7 +20,9 @@ from typing import NamedTuple
 import pytest
 
 from garnet_local.testing import LocalGarnet
+from garnet_local.tokens import fingerprint
 from tests.systemd.harness import (
+    CREDENTIAL_PROJECT_TOKEN,
     FIRST_START_LINES,
     PROJECT_TOKEN,
     REPORT,
@@ -35,6 +37,9 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 NOT_STARTED = (
     "jibril: jibril.service enabled, not started: set GARNET_API_TOKEN in "
     "/etc/default/jibril, then run systemctl start jibril"
+)
+FAILED_START = (
+    "jibril: jibril.service failed to start; run journalctl -u jibril for the reason"
 )
 CONFFILES = ("/etc/default/jibril", "/etc/jibril/config.yaml")
 TOKEN_FILE = "/var/lib/jibril/agent.token"
@@ -63,6 +68,7 @@ class Progress:
 
     before: set[str] = field(default_factory=set)
     settings: str = ""
+    config: str = ""
     token: str = ""
 
 
@@ -348,6 +354,7 @@ def test_upgrade_keeps_identity_and_settings(
     assert STATE.token == read(clean_machine, TOKEN_FILE)
     wait_for_message(clean_machine, after, "using stored agent token")
     assert 1 == registrations(garnet)
+    STATE.config = edited_config
 
 
 def test_remove_stops_service(clean_machine: Machine) -> None:
@@ -375,14 +382,69 @@ def test_reinstall_with_token_starts(
     assert 1 == registrations(garnet)
 
 
+def test_failed_restart_keeps_package_configured(
+    clean_machine: Machine, packages: Packages
+) -> None:
+    """A reinstall whose restart fails (invalid settings) still configures
+    the package, so apt-get goes on working, and prints one line saying
+    where to look."""
+    invalid = STATE.config + "  heartbeat-interval: not-a-number\n"
+    clean_machine.write(CONFFILES[1], invalid, mode=0o600)
+
+    output = apt_get(
+        clean_machine, "install", "--reinstall", f"{INBOX}/{packages.newer.name}"
+    )
+
+    assert [FAILED_START] == [line for line in output if line.startswith("jibril:")]
+    status = clean_machine.run(
+        "dpkg-query", "--show", "--showformat=${Status}", "jibril"
+    ).stdout
+    assert "install ok installed" == status
+    assert "failed" == clean_machine.show("jibril", "ActiveState")
+
+
 def test_purge_leaves_nothing(clean_machine: Machine) -> None:
-    """apt-get purge stops the daemon and removes the package's files, its
-    settings, its state folder and the unit's links: the file system is as
-    it was before the installation."""
+    """apt-get purge of a failed unit removes the package's files, its
+    settings, its state folder and the unit's links, and resets the unit's
+    failed state. The machine is then as it was before the installation."""
     apt_get(clean_machine, "purge", "jibril")
 
+    assert "not-found" == clean_machine.show("jibril", "LoadState")
     assert "inactive" == clean_machine.show("jibril", "ActiveState")
+    failed = clean_machine.systemctl("list-units", "--failed", "--plain", "--no-legend")
+    assert "jibril" not in failed
     left = files(clean_machine) - STATE.before
     assert set() == left
+    # The folders the comparison leaves out contain no file named after the
+    # package either (kernel file systems aside).
+    kernel = ("/proc", "/sys", "/dev")
+    folders = " ".join(shlex.quote(path) for path in CHURN if path not in kernel)
+    named = clean_machine.shell(f"find {folders} -name '*jibril*'")
+    assert "" == named
     status = clean_machine.run("dpkg", "--status", "jibril", check=False)
     assert 0 != status.returncode
+
+
+def test_install_with_credential_starts(
+    clean_machine: Machine, garnet: LocalGarnet, packages: Packages
+) -> None:
+    """A project token preseeded as a systemd credential, in a drop-in made
+    before the installation, counts as configured: the installation starts
+    the unit, which registers with that token."""
+    clean_machine.write("/etc/jibril/garnet-api-token", CREDENTIAL_PROJECT_TOKEN, 0o600)
+    clean_machine.write(
+        "/etc/systemd/system/jibril.service.d/token.conf",
+        "[Service]\n"
+        "LoadCredential=garnet-api-token:/etc/jibril/garnet-api-token\n"
+        f"Environment=GARNET_API_URL={garnet.url}\n",
+    )
+    garnet.clear_requests()
+
+    output = apt_get(clean_machine, "install", f"{INBOX}/{packages.first.name}")
+
+    assert [] == [line for line in output if line.startswith("jibril:")]
+    assert "active" == clean_machine.show("jibril", "ActiveState")
+    [registration] = [r for r in garnet.requests() if r["path"] == "/api/v1/agents"]
+    assert 201 == registration["status"]
+    used = registration["credentials"]["X-Project-Token"]
+    assert fingerprint(CREDENTIAL_PROJECT_TOKEN) == used
