@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-systemd lint check bench venv clean
+.PHONY: run test test-systemd deb lint check bench venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
@@ -15,13 +15,26 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# Boots a Debian rootfs with systemd as PID 1 (systemd-nspawn) and checks
-# jibril.service in it; needs root. The rootfs is cached in SYSTEMD_CACHE.
+# Boots Debian root file systems with systemd as PID 1 (systemd-nspawn):
+# jibril.service from the package, and the package's install, upgrade,
+# removal and purge; needs root. The debootstrap result is cached in
+# SYSTEMD_CACHE.
 SYSTEMD_CACHE ?= $(CURDIR)/.cache/systemd
 
-test-systemd: $(INSTALLED)
-	PYTHON=$(CURDIR)/$(BIN)/python tests/systemd/build-rootfs $(SYSTEMD_CACHE)
-	JIBRIL_SYSTEMD_CACHE=$(SYSTEMD_CACHE) $(BIN)/python -m pytest tests/systemd
+test-systemd: deb
+	tests/systemd/build-rootfs $(SYSTEMD_CACHE) $(DEB_FILE)
+	JIBRIL_SYSTEMD_CACHE=$(SYSTEMD_CACHE) JIBRIL_DEB=$(DEB_FILE) \
+		$(BIN)/python -m pytest tests/systemd
+
+# The Debian package: DEB_DIR/jibril_DEB_VERSION_ARCH.deb.
+DEB_DIR ?= $(CURDIR)/dist
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+DEB_VERSION ?= $(VERSION)-1
+DEB_FILE = $(DEB_DIR)/jibril_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
+
+deb: $(INSTALLED)
+	PYTHON=$(CURDIR)/$(BIN)/python DEB_CACHE=$(CURDIR)/.cache/deb DEB_VERSION=$(DEB_VERSION) \
+		packaging/deb/build $(DEB_DIR)
 
 # A few minutes on two cores; not part of `make test`. Writes bench/results.json.
 bench: $(INSTALLED)
@@ -49,4 +62,4 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .run .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .run .cache dist .pytest_cache .mypy_cache .ruff_cache *.egg-info

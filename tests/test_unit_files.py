@@ -1,14 +1,21 @@
 """Tests that the shipped systemd files match the daemon."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 from jibrild.cli import EXIT_CODES
 from jibrild.errors import ExitCode
 from jibrild.settings import SETTING_KEYS
 from jibrild.sources.env_file import parse_env_text
+from tests.tls import make_private_ca
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+PACKAGING = SYSTEMD.parent / "packaging"
 
 
 def test_default_template_names_every_variable() -> None:
@@ -53,3 +60,43 @@ def test_help_lists_every_exit_code() -> None:
     listed = {int(code) for code in re.findall(r"^  (\d+) ", EXIT_CODES, re.MULTILINE)}
 
     assert {int(code) for code in ExitCode} <= listed
+
+
+def _uncommented_config(tmp_path: Path) -> Path:
+    """Write the packaged config.yaml with every example uncommented and the
+    CA file pointing at a file that exists."""
+    text = (PACKAGING / "deb" / "config.yaml").read_text()
+    lines = re.findall(r"^#((?:run-time:|  ).*)$", text, re.MULTILINE)
+    examples = [line for line in lines if not line.lstrip().startswith("#")]
+    ca_file = make_private_ca(tmp_path / "ca").ca_file
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "\n".join(examples).replace("/etc/jibril/garnet-ca.pem", str(ca_file))
+    )
+    return config
+
+
+def test_packaged_config_names_every_yaml_key(tmp_path: Path) -> None:
+    """The commented /etc/jibril/config.yaml names every YAML key."""
+    config = _uncommented_config(tmp_path)
+
+    layer = yaml.safe_load(config.read_text())["run-time"]
+
+    named = {f"api.{key}" for key in layer.pop("api")} | set(layer)
+    assert {key.yaml_key for key in SETTING_KEYS} == named
+
+
+def test_packaged_config_loads_uncommented(tmp_path: Path) -> None:
+    """Every commented example is a valid setting once uncommented, and the
+    file as shipped, all comments, is valid too."""
+    config = _uncommented_config(tmp_path)
+
+    for path in (config, PACKAGING / "deb" / "config.yaml"):
+        result = subprocess.run(
+            [sys.executable, "-m", "jibrild", "config", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ["PATH"]},
+            check=False,
+        )
+        assert 0 == result.returncode, result.stderr

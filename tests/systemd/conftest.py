@@ -1,7 +1,7 @@
-"""Fixtures of the systemd harness: one booted machine and one local
-Garnet API on the host's loopback, shared by every test of the run."""
+"""Fixtures of the systemd harness: one booted machine with the jibril
+package installed and one local Garnet API on the host's loopback, shared
+by every test of the run."""
 
-import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +10,10 @@ import pytest
 
 from garnet_local.testing import LocalGarnet
 from tests.systemd.harness import CREDENTIAL_PROJECT_TOKEN, PROJECT_TOKEN, REPORT
-from tests.systemd.machine import Machine
+from tests.systemd.machine import Machine, booted
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = CHECKOUT / ".cache" / "systemd"
-HOST_LOCK = "/run/lock/jibril-test-systemd.lock"
 
 
 @pytest.fixture(scope="session")
@@ -25,19 +24,11 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def machine(cache_dir: Path) -> Iterator[Machine]:
     rootfs = cache_dir / "rootfs"
-    if not (rootfs / "usr/lib/jibril/bin/jibrild").exists():
+    if not (rootfs / "usr/bin/jibrild").exists():
         pytest.fail(f"no rootfs with jibrild at {rootfs}; run `make test-systemd`")
 
-    # Machines started with --keep-unit share the host's root cgroup and
-    # would trip over each other's, so runs from other checkouts wait here.
-    with open(HOST_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        booted = Machine(rootfs, cache_dir / "console.log")
-        booted.boot()
-        try:
-            yield booted
-        finally:
-            booted.poweroff()
+    with booted(rootfs, cache_dir / "console.log") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

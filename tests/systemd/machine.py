@@ -2,10 +2,12 @@
 and commands run inside it through nsenter as a user at its shell would."""
 
 import contextlib
+import fcntl
 import json
 import shlex
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ COMMAND_TIMEOUT_SECONDS = 120.0
 
 # nspawn's own name for the machine; nothing registers it anywhere.
 MACHINE_NAME = "jibril-test"
+
+HOST_LOCK = "/run/lock/jibril-test-systemd.lock"
 
 # Where nspawn may leave cgroups, by the host's cgroup layout.
 _CGROUP_ROOTS = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
@@ -26,6 +30,21 @@ _SHELL_ENVIRON = [
     "SYSTEMD_PAGER=",
     "SYSTEMD_COLORS=0",
 ]
+
+
+@contextlib.contextmanager
+def booted(rootfs: Path, console_log: Path) -> Iterator["Machine"]:
+    """Boot ``rootfs``, yield the machine, and power it off at the end."""
+    # Machines started with --keep-unit share the host's root cgroup and
+    # would trip over each other's, so one runs at a time, host-wide.
+    with open(HOST_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        machine = Machine(rootfs, console_log)
+        try:
+            machine.boot()
+            yield machine
+        finally:
+            machine.poweroff()
 
 
 class Machine:

@@ -8,7 +8,7 @@ from the state it sets up itself.
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,20 +21,22 @@ from jibrild.journal import (
     REGISTRATION_COMPLETE,
     REREGISTRATION,
 )
-from tests.systemd.harness import CREDENTIAL_PROJECT_TOKEN, PROJECT_TOKEN, REPORT
+from tests.systemd.harness import (
+    CREDENTIAL_PROJECT_TOKEN,
+    FIRST_START_LINES,
+    PROJECT_TOKEN,
+    REPORT,
+    cursor,
+    entries,
+    registrations,
+    wait_for_message,
+    wait_until,
+)
 from tests.systemd.machine import Machine
 
-FIRST_START_LINES = [
-    "INFO: detected runtime environment: container engine=systemd-nspawn",
-    "INFO: agent registration complete",
-    "INFO: agent kind: vanilla",
-    "INFO: token stored at: /var/lib/jibril/agent.token",
-]
-UNIT = "jibril.service"
 DROP_IN = "/etc/systemd/system/jibril.service.d/harness.conf"
 EXPOSURE_LIMIT = 1.5
 EXPOSURE = re.compile(r"Overall exposure level for jibril\.service: ([\d.]+) (\w+)")
-WAIT_SECONDS = 60.0
 # A WatchdogSec= short enough for the watchdog tests to be quick.
 WATCHDOG_SECONDS = 3
 
@@ -74,23 +76,6 @@ def drop_in(machine: Machine, *lines: str) -> None:
     machine.systemctl("daemon-reload")
 
 
-def cursor(machine: Machine) -> str:
-    """Return the journal's position now, to read only what comes after."""
-    output = machine.run("journalctl", "--lines=0", "--show-cursor").stdout
-    return output.split("-- cursor: ", 1)[1].strip()
-
-
-def entries(machine: Machine, after: str) -> list[dict[str, Any]]:
-    """Return the entries of jibril.service and of systemd about it since
-    ``after``. The unit is matched here, not by journalctl: systemd 252
-    skips the first match after a cursor (fixed in 255)."""
-    return [
-        entry
-        for entry in machine.journal(f"--after-cursor={after}")
-        if UNIT in (entry.get("_SYSTEMD_UNIT"), entry.get("UNIT"))
-    ]
-
-
 def wait_for_entry(machine: Machine, *matches: str) -> dict[str, Any]:
     """Return the one entry of the running daemon that matches, once
     journald has written it: it takes datagrams at its own pace."""
@@ -104,37 +89,6 @@ def wait_for_entry(machine: Machine, *matches: str) -> dict[str, Any]:
     wait_until(written, f"the journal has an entry with {matches}")
     assert 1 == len(found), found
     return found[0]
-
-
-def messages(machine: Machine, after: str) -> list[str]:
-    return [str(entry["MESSAGE"]) for entry in entries(machine, after)]
-
-
-def wait_for_message(machine: Machine, after: str, text: str) -> str:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        for message in messages(machine, after):
-            if text in message:
-                return message
-        time.sleep(0.2)
-    raise AssertionError(f"no journal line with {text!r}: {messages(machine, after)}")
-
-
-def wait_until(check: Callable[[], bool], description: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting until {description}")
-
-
-def registrations(garnet: LocalGarnet) -> int:
-    return sum(
-        1
-        for request in garnet.requests()
-        if request["path"] == "/api/v1/agents" and request["status"] == 201
-    )
 
 
 def heartbeats(garnet: LocalGarnet) -> int:
