@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-systemd deb lint check bench venv clean
+.PHONY: run test test-systemd test-packages deb lint check bench venv clean
 
 run: $(INSTALLED)
 	scripts/run-local
@@ -36,6 +36,18 @@ deb: $(INSTALLED)
 	PYTHON=$(CURDIR)/$(BIN)/python DEB_CACHE=$(CURDIR)/.cache/deb DEB_VERSION=$(DEB_VERSION) \
 		packaging/deb/build $(DEB_DIR)
 
+# The container image, built from its Dockerfile, and the Helm chart,
+# rendered with a real helm that fetch-helm downloads into HELM_CACHE once.
+# Needs root, and network to Debian's mirror to build the image's rootfs,
+# cached in .cache/docker.
+HELM_CACHE ?= $(CURDIR)/.cache/helm
+
+test-packages: deb
+	@command -v debootstrap >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap; }
+	helm=$$($(BIN)/python packaging/helm/fetch-helm $(HELM_CACHE)) && \
+		JIBRIL_HELM=$$helm $(BIN)/python -m pytest tests/packaging
+
 # A few minutes on two cores; not part of `make test`. Writes bench/results.json.
 bench: $(INSTALLED)
 	$(BIN)/python -m bench
@@ -44,6 +56,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint --failure-threshold style packaging/docker/Dockerfile
 
 check: lint test
 

@@ -1,0 +1,717 @@
+"""The Helm chart in packaging/helm/jibril, rendered by a real helm binary
+(JIBRIL_HELM, set by `make test-packages`), and one agent started the way
+the rendered DaemonSet starts it."""
+
+import base64
+import os
+import stat
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from garnet_local.testing import LocalGarnet
+from tests.agent import registrations
+from tests.daemon_process import DaemonProcess, clean_environ
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "packaging" / "helm" / "jibril"
+PROJECT_TOKEN = "test-project-token"
+CLUSTER_NAME = "prod-eu-1"
+REQUIRED = ("--set-string", f"cluster.name={CLUSTER_NAME}")
+WITH_TOKEN = (*REQUIRED, "--set-string", f"garnet.token={PROJECT_TOKEN}")
+
+# `helm version` of v4.1.4 prints KubeClientVersion v1.35, and 1.37 is the
+# newest schema set in kubernetes-validate 1.37.
+KUBERNETES_VERSIONS = ("1.35.0", "1.37.0")
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    """The helm binary named by JIBRIL_HELM. A missing one fails the test."""
+    value = os.environ.get("JIBRIL_HELM", "")
+    if not value:
+        pytest.fail(
+            "JIBRIL_HELM is not set; run `make test-packages`, which fetches "
+            "helm with packaging/helm/fetch-helm"
+        )
+    path = Path(value)
+    if not os.access(path, os.X_OK) or not path.is_file():
+        pytest.fail(f"JIBRIL_HELM={value} is not an executable file")
+    return path
+
+
+@pytest.fixture(scope="session")
+def helm_environ(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment that keeps helm's cache, config and data in a temporary
+    folder and away from the user's kube config."""
+    home = tmp_path_factory.mktemp("helm-home")
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(home / "kubeconfig"),
+    }
+
+
+class Helm:
+    """Runs helm on the chart and parses what it renders."""
+
+    def __init__(self, binary: Path, environ: dict[str, str]) -> None:
+        self.binary = binary
+        self.environ = environ
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.binary), *args],
+            env=self.environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def template_text(self, *values: str) -> str:
+        """Render the chart as release `jibril` in namespace `agents`."""
+        result = self.run("template", "jibril", str(CHART), "-n", "agents", *values)
+        assert 0 == result.returncode, result.stderr
+        return result.stdout
+
+    def template(self, *values: str) -> list[dict[str, Any]]:
+        documents = yaml.safe_load_all(self.template_text(*values))
+        return [document for document in documents if document is not None]
+
+    def template_error(self, *values: str) -> str:
+        """Render the chart and return helm's error output, which must exist."""
+        result = self.run("template", "jibril", str(CHART), *values)
+        assert 0 != result.returncode, result.stdout
+        return result.stderr
+
+
+@pytest.fixture
+def helm(helm_binary: Path, helm_environ: dict[str, str]) -> Helm:
+    return Helm(helm_binary, helm_environ)
+
+
+def by_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [document for document in documents if document["kind"] == kind]
+
+
+def daemonset(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    [found] = by_kind(documents, "DaemonSet")
+    return found
+
+
+def pod_spec(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = daemonset(documents)["spec"]["template"]["spec"]
+    return spec
+
+
+def agent_container(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = pod_spec(documents)["containers"]
+    [container] = containers
+    assert "jibrild" == container["name"]
+    return container
+
+
+def env_entries(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in container["env"]}
+
+
+def volumes(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {volume["name"]: volume for volume in pod_spec(documents)["volumes"]}
+
+
+def checksum(documents: list[dict[str, Any]]) -> str:
+    annotations = daemonset(documents)["spec"]["template"]["metadata"]["annotations"]
+    value: str = annotations["checksum/project-token"]
+    return value
+
+
+# Value sets that between them set every value of the chart.
+VALUE_SETS = {
+    "token": WITH_TOKEN,
+    "existing secret": (*REQUIRED, "--set", "garnet.existingSecret=garnet-token"),
+    "url and log level": (
+        *WITH_TOKEN,
+        "--set",
+        "garnet.url=https://garnet.internal.example/garnet/",
+        "--set",
+        "logLevel=debug",
+    ),
+    "scheduling": (
+        *WITH_TOKEN,
+        "--set",
+        "tolerations[0].key=dedicated,tolerations[0].operator=Equal",
+        "--set",
+        "tolerations[0].value=infra,tolerations[0].effect=NoSchedule",
+        "--set",
+        "nodeSelector.pool=agents",
+        "--set",
+        "priorityClassName=system-node-critical",
+        "--set",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].key=kubernetes.io/arch",
+        "--set",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator=In",
+        "--set",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].values[0]=amd64",
+    ),
+    "resources and extras": (
+        *WITH_TOKEN,
+        "--set",
+        "resources.requests.cpu=50m,resources.limits.memory=256Mi",
+        "--set",
+        "extraEnv[0].name=JIBRIL_LABELS,extraEnv[0].value=team=infra",
+        "--set",
+        "imagePullSecrets[0].name=registry-credentials",
+        "--set",
+        "podAnnotations.team=infra,podLabels.tier=agents",
+        "--set",
+        "image.repository=registry.example/jibril,image.tag=0.1.0-rc1",
+        "--set",
+        "state.hostPath=/srv/jibril",
+    ),
+}
+
+
+def test_chart_versions_follow_jibrild(helm: Helm) -> None:
+    """Chart.yaml's version and appVersion are jibrild's version, and the
+    image tag defaults to it."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+    documents = helm.template(*WITH_TOKEN)
+
+    assert "v2" == chart["apiVersion"]
+    assert "jibril" == chart["name"]
+    assert project["version"] == chart["version"]
+    assert project["version"] == chart["appVersion"]
+    assert f"jibril:{project['version']}" == agent_container(documents)["image"]
+
+
+def test_lint_strict_is_clean(helm: Helm) -> None:
+    """`helm lint --strict` passes and reports no warning or error."""
+    result = helm.run("lint", "--strict", str(CHART), *WITH_TOKEN)
+
+    assert 0 == result.returncode, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout
+    assert "[ERROR]" not in result.stdout
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_documents_validate_against_schemas(
+    helm: Helm, values: tuple[str, ...], version: str
+) -> None:
+    """Every rendered document is valid for Kubernetes, strictly: an unknown
+    field is an error too."""
+    documents = helm.template(*values)
+
+    problems = []
+    for document in documents:
+        try:
+            kubernetes_validate.validate(document, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            where = "/".join(str(part) for part in error.path)
+            problems.append(f"{document['kind']} at {where}: {error.message}")
+
+    assert documents
+    assert [] == problems
+
+
+def test_token_renders_secret(helm: Helm) -> None:
+    """garnet.token renders a Secret, base64, that the token volume reads."""
+    documents = helm.template(*WITH_TOKEN)
+
+    [secret] = by_kind(documents, "Secret")
+    assert ["DaemonSet", "Secret"] == sorted(doc["kind"] for doc in documents)
+    assert "agents" == secret["metadata"]["namespace"]
+    expected = base64.b64encode(PROJECT_TOKEN.encode()).decode()
+    assert {"token": expected} == secret["data"]
+    token_volume = volumes(documents)["project-token"]["secret"]
+    assert secret["metadata"]["name"] == token_volume["secretName"]
+    assert [{"key": "token", "path": "garnet-api-token"}] == token_volume["items"]
+
+
+def test_digit_values_stay_strings(helm: Helm) -> None:
+    """A token and a cluster name of digits, which --set reads as numbers,
+    render as the same digits."""
+    documents = helm.template("--set", "garnet.token=12345", "--set", "cluster.name=42")
+
+    [secret] = by_kind(documents, "Secret")
+    assert {"token": base64.b64encode(b"12345").decode()} == secret["data"]
+    env = env_entries(agent_container(documents))
+    assert "42" == env["JIBRIL_CLUSTER_NAME"]["value"]
+
+
+def test_token_absent_from_daemonset(helm: Helm) -> None:
+    """The project token appears nowhere in clear and only in the Secret in
+    base64. The pod reads it from a file, not from a variable."""
+    token = "distinct-token-8f3a2c"
+    encoded = base64.b64encode(token.encode()).decode()
+
+    text = helm.template_text(*REQUIRED, "--set-string", f"garnet.token={token}")
+
+    documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    assert token not in text
+    assert 1 == text.count(encoded)
+    assert encoded not in yaml.safe_dump(daemonset(documents))
+    env = env_entries(agent_container(documents))
+    assert "GARNET_API_TOKEN" not in env
+    assert {"value": "/run/secrets/garnet/garnet-api-token"} == {
+        key: value
+        for key, value in env["GARNET_API_TOKEN_FILE"].items()
+        if key != "name"
+    }
+
+
+def test_token_volume_layout(helm: Helm) -> None:
+    """The token file is mounted read-only, mode 0400, at the path that
+    GARNET_API_TOKEN_FILE names."""
+    documents = helm.template(*WITH_TOKEN)
+
+    container = agent_container(documents)
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    token_volume = volumes(documents)["project-token"]["secret"]
+    assert 0o400 == token_volume["defaultMode"]
+    assert "/run/secrets/garnet" == mounts["project-token"]["mountPath"]
+    assert mounts["project-token"]["readOnly"] is True
+
+
+def test_existing_secret_is_used(helm: Helm) -> None:
+    """garnet.existingSecret renders no Secret and mounts the named one, with
+    the key `token` unless garnet.existingSecretKey names another."""
+    existing = (*REQUIRED, "--set", "garnet.existingSecret=garnet-token")
+
+    default_key = helm.template(*existing)
+    other_key = helm.template(*existing, "--set", "garnet.existingSecretKey=api")
+
+    assert [] == by_kind(default_key, "Secret")
+    token_volume = volumes(default_key)["project-token"]["secret"]
+    assert "garnet-token" == token_volume["secretName"]
+    assert [{"key": "token", "path": "garnet-api-token"}] == token_volume["items"]
+    other_items = volumes(other_key)["project-token"]["secret"]["items"]
+    assert [{"key": "api", "path": "garnet-api-token"}] == other_items
+
+
+def test_missing_token_fails(helm: Helm) -> None:
+    """Without garnet.token or garnet.existingSecret rendering fails and names
+    the values to set."""
+    error = helm.template_error(*REQUIRED)
+
+    assert (
+        "project token missing: set garnet.token, or garnet.existingSecret "
+        "to a Secret that contains it"
+    ) in error
+
+
+def test_token_and_existing_secret_fail(helm: Helm) -> None:
+    """garnet.token and garnet.existingSecret together fail rendering."""
+    error = helm.template_error(*WITH_TOKEN, "--set", "garnet.existingSecret=other")
+
+    assert (
+        "garnet.token and garnet.existingSecret are both set; keep only one of them"
+    ) in error
+
+
+def test_missing_cluster_name_fails(helm: Helm) -> None:
+    """Without cluster.name rendering fails, naming the value to set."""
+    error = helm.template_error("--set-string", f"garnet.token={PROJECT_TOKEN}")
+
+    assert (
+        "cluster.name missing: set it to the name of this Kubernetes cluster, "
+        "such as --set cluster.name=prod-eu-1; the kubernetes agent kind "
+        "requires it"
+    ) in error
+
+
+def test_invalid_cluster_name_fails(helm: Helm) -> None:
+    """A cluster name that is no DNS-1123 subdomain fails rendering, as the
+    daemon would reject it at start."""
+    error = helm.template_error(
+        "--set-string", f"garnet.token={PROJECT_TOKEN}", "--set", "cluster.name=Prod_1"
+    )
+
+    assert ('cluster.name "Prod_1" is invalid: expected a DNS-1123 subdomain') in error
+
+
+def test_environment_of_agent(helm: Helm) -> None:
+    """The agent gets its node name from the downward API, the cluster name,
+    the kubernetes runtime environment and the state path."""
+    documents = helm.template(*WITH_TOKEN)
+
+    env = env_entries(agent_container(documents))
+    expected_node = {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert expected_node == env["NODE_NAME"]["valueFrom"]
+    assert CLUSTER_NAME == env["JIBRIL_CLUSTER_NAME"]["value"]
+    assert "kubernetes" == env["JIBRIL_RUNTIME_ENVIRONMENT"]["value"]
+    assert "/var/lib/jibril/agent.token" == env["GARNET_AGENT_TOKEN_PATH"]["value"]
+    assert "GARNET_API_URL" not in env
+    assert "JIBRIL_LOG_LEVEL" not in env
+
+
+def test_url_and_log_level_set(helm: Helm) -> None:
+    """garnet.url and logLevel reach the agent as GARNET_API_URL and
+    JIBRIL_LOG_LEVEL, and extraEnv comes last."""
+    documents = helm.template(*VALUE_SETS["url and log level"])
+    extra = helm.template(*VALUE_SETS["resources and extras"])
+
+    env = env_entries(agent_container(documents))
+    url = "https://garnet.internal.example/garnet/"
+    assert url == env["GARNET_API_URL"]["value"]
+    assert "debug" == env["JIBRIL_LOG_LEVEL"]["value"]
+    extra_env = agent_container(extra)["env"]
+    assert {"name": "JIBRIL_LABELS", "value": "team=infra"} == extra_env[-1]
+
+
+def test_namespace_file_mounted(helm: Helm) -> None:
+    """The pod's namespace is a downward API file in the service account
+    folder, where jibrild reads it, with no service account token."""
+    documents = helm.template(*WITH_TOKEN)
+
+    spec = pod_spec(documents)
+    mounts = {m["name"]: m for m in agent_container(documents)["volumeMounts"]}
+    namespace = volumes(documents)["namespace"]["downwardAPI"]
+    assert spec["automountServiceAccountToken"] is False
+    assert [
+        {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}
+    ] == namespace["items"]
+    folder = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert folder == mounts["namespace"]["mountPath"]
+
+
+def test_state_on_host_path(helm: Helm) -> None:
+    """The state folder is a hostPath folder the kubelet creates when it is
+    missing, mounted where the agent token path points, and the init
+    container sets its mode to 0700."""
+    default = helm.template(*WITH_TOKEN)
+    moved = helm.template(*WITH_TOKEN, "--set", "state.hostPath=/srv/jibril")
+
+    expected = {"path": "/var/lib/jibril", "type": "DirectoryOrCreate"}
+    assert expected == volumes(default)["state"]["hostPath"]
+    moved_path = volumes(moved)["state"]["hostPath"]["path"]
+    assert "/srv/jibril" == moved_path
+    [init] = pod_spec(default)["initContainers"]
+    for container in (init, agent_container(default)):
+        state_mounts = [
+            mount for mount in container["volumeMounts"] if mount["name"] == "state"
+        ]
+        assert [{"name": "state", "mountPath": "/var/lib/jibril"}] == state_mounts
+    assert ["chmod", "0700", "/var/lib/jibril"] == init["command"]
+
+
+def test_security_context_is_minimal(helm: Helm) -> None:
+    """No host namespaces, no capabilities, no privilege escalation, a
+    read-only root filesystem and the runtime's seccomp profile."""
+    documents = helm.template(*WITH_TOKEN)
+
+    spec = pod_spec(documents)
+    assert spec["hostNetwork"] is False
+    assert spec["hostPID"] is False
+    assert spec["hostIPC"] is False
+    assert {"type": "RuntimeDefault"} == spec["securityContext"]["seccompProfile"]
+    assert 0 == spec["securityContext"]["runAsUser"]
+    expected = {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    containers = [*spec["initContainers"], *spec["containers"]]
+    assert 2 == len(containers)
+    for container in containers:
+        assert expected == container["securityContext"], container["name"]
+    host_paths = [v for v in volumes(documents).values() if "hostPath" in v]
+    assert ["state"] == [volume["name"] for volume in host_paths]
+
+
+def test_scheduling_values_pass_through(helm: Helm) -> None:
+    """tolerations, nodeSelector, affinity and priorityClassName reach the
+    pod spec as given."""
+    default = pod_spec(helm.template(*WITH_TOKEN))
+    spec = pod_spec(helm.template(*VALUE_SETS["scheduling"]))
+
+    assert [{"operator": "Exists"}] == default["tolerations"]
+    assert {"kubernetes.io/os": "linux"} == default["nodeSelector"]
+    assert "affinity" not in default
+    expected_toleration = {
+        "key": "dedicated",
+        "operator": "Equal",
+        "value": "infra",
+        "effect": "NoSchedule",
+    }
+    assert [expected_toleration] == spec["tolerations"]
+    assert {"kubernetes.io/os": "linux", "pool": "agents"} == spec["nodeSelector"]
+    terms = spec["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    expression = {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+    assert [{"matchExpressions": [expression]}] == terms
+    assert "system-node-critical" == spec["priorityClassName"]
+
+
+def test_resources_pass_through(helm: Helm) -> None:
+    """resources reaches both containers, merged over the defaults."""
+    documents = helm.template(*VALUE_SETS["resources and extras"])
+
+    spec = pod_spec(documents)
+    expected = {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    for container in (*spec["initContainers"], *spec["containers"]):
+        assert expected == container["resources"], container["name"]
+        assert "registry.example/jibril:0.1.0-rc1" == container["image"]
+
+
+def test_checksum_follows_token(helm: Helm) -> None:
+    """The pod template's checksum changes with the project token, so an
+    upgrade with a new token rolls the pods, and stays for the same token."""
+    first = checksum(helm.template(*REQUIRED, "--set-string", "garnet.token=one"))
+    again = checksum(helm.template(*REQUIRED, "--set-string", "garnet.token=one"))
+    second = checksum(helm.template(*REQUIRED, "--set-string", "garnet.token=two"))
+
+    assert first == again
+    assert first != second
+
+
+NODE_NAME = "node-a"
+POD_NAMESPACE = "agents"
+# The image's entrypoint is `/usr/bin/jibrild run`. The image's commented
+# /etc/default/jibril and /etc/jibril/config.yaml set nothing, so /dev/null
+# replaces both, and settings files of the test machine are not read.
+ENTRYPOINT_ARGS = ("run", "--config", "/dev/null", "--env-file", "/dev/null")
+RUN_PREFIXES = ("/run/", "/var/run/")
+
+
+class Pod:
+    """One start of the rendered pod on this machine, laid out as the kubelet
+    lays it out.
+
+    A hostPath volume is a folder under `node`, and the agent reaches it
+    through the paths in its environment, mapped to that folder. Every other
+    volume is mounted under /run or /var/run in the pod, so it is laid out
+    in `run_folder`, which is mounted on /run for the agent in a mount
+    namespace of its own. The agent then reads the project token and the
+    namespace file at their paths in the pod.
+    """
+
+    def __init__(self, documents: list[dict[str, Any]], root: Path, node: Path) -> None:
+        self.documents = documents
+        self.spec = pod_spec(documents)
+        self.container = agent_container(documents)
+        self.run_folder = root / "run"
+        self.run_folder.mkdir(parents=True)
+        self.folders: dict[str, Path] = {}
+
+        mounts = {m["name"]: m["mountPath"] for m in self.container["volumeMounts"]}
+        for name, volume in volumes(documents).items():
+            if "hostPath" in volume:
+                self.folders[name] = self._host_path(node, volume["hostPath"])
+                continue
+
+            folder = self._folder_on_run(mounts[name])
+            if "secret" in volume:
+                self.folders[name] = self._secret(folder, volume["secret"])
+            elif "downwardAPI" in volume:
+                self.folders[name] = self._downward(folder, volume)
+            else:
+                raise AssertionError(f"no stand-in for volume {volume}")
+
+    def command_prefix(self) -> tuple[str, ...]:
+        """Run a command with `run_folder` bind-mounted on /run, in a private
+        mount namespace, so the mount stays invisible to the machine."""
+        script = 'mount --bind "$1" /run && shift && exec "$@"'
+        return (
+            *("unshare", "--mount", "--propagation", "private"),
+            *("sh", "-c", script, "sh", str(self.run_folder)),
+        )
+
+    def map_path(self, text: str, container: dict[str, Any]) -> str:
+        """Translate a path in a container to the node folder of its hostPath
+        volume. A path under /run stays as it is."""
+        for mount in container["volumeMounts"]:
+            mount_path = mount["mountPath"]
+            if mount_path.startswith(RUN_PREFIXES):
+                continue
+            if text == mount_path or text.startswith(mount_path + "/"):
+                folder = self.folders[mount["name"]]
+                return str(folder) + text.removeprefix(mount_path)
+        return text
+
+    def _folder_on_run(self, mount_path: str) -> Path:
+        for prefix in RUN_PREFIXES:
+            if mount_path.startswith(prefix):
+                return self.run_folder / mount_path.removeprefix(prefix)
+        raise AssertionError(f"no stand-in for a volume at {mount_path}")
+
+    def run_init_containers(self) -> None:
+        for container in self.spec["initContainers"]:
+            command = [self.map_path(arg, container) for arg in container["command"]]
+            subprocess.run(command, check=True, timeout=30)
+
+    def environ(self) -> dict[str, str]:
+        """The agent container's environment as the kubelet builds it."""
+        # The kubelet always sets these two, to the API server's service. The
+        # daemon never connects to it.
+        environ = {
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": "443",
+        }
+        for entry in self.container["env"]:
+            environ[entry["name"]] = self._resolve(entry)
+        return environ
+
+    def _resolve(self, entry: dict[str, Any]) -> str:
+        if "value" in entry:
+            return self.map_path(entry["value"], self.container)
+
+        source = entry["valueFrom"]
+        if "fieldRef" in source:
+            return self._field(source["fieldRef"]["fieldPath"])
+        if "secretKeyRef" in source:
+            reference = source["secretKeyRef"]
+            data = self._secret_data(reference["name"])
+            return base64.b64decode(data[reference["key"]]).decode()
+        raise AssertionError(f"no stand-in for {entry}")
+
+    def _field(self, field_path: str) -> str:
+        fields = {"spec.nodeName": NODE_NAME, "metadata.namespace": POD_NAMESPACE}
+        return fields[field_path]
+
+    @staticmethod
+    def _host_path(node: Path, host_path: dict[str, Any]) -> Path:
+        """The node's folder, created as the kubelet creates a missing
+        DirectoryOrCreate folder: mode 0755."""
+        assert "DirectoryOrCreate" == host_path["type"]
+        folder: Path = node / host_path["path"].lstrip("/")
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            folder.chmod(0o755)
+        return folder
+
+    def _secret(self, folder: Path, secret: dict[str, Any]) -> Path:
+        files = {
+            item["path"]: base64.b64decode(
+                self._secret_data(secret["secretName"])[item["key"]]
+            )
+            for item in secret["items"]
+        }
+        return write_atomic_volume(folder, files, secret["defaultMode"])
+
+    def _secret_data(self, name: str) -> dict[str, str]:
+        [secret] = [
+            secret
+            for secret in by_kind(self.documents, "Secret")
+            if secret["metadata"]["name"] == name
+        ]
+        data: dict[str, str] = secret["data"]
+        return data
+
+    def _downward(self, folder: Path, volume: dict[str, Any]) -> Path:
+        downward = volume["downwardAPI"]
+        files = {
+            item["path"]: self._field(item["fieldRef"]["fieldPath"]).encode()
+            for item in downward["items"]
+        }
+        return write_atomic_volume(folder, files, downward["defaultMode"])
+
+
+def write_atomic_volume(folder: Path, files: dict[str, bytes], mode: int) -> Path:
+    """Lay out a secret or downward API volume as the kubelet's atomic writer
+    does: the files in a timestamped folder, `..data` linked to that folder,
+    and each file name linked to `..data/NAME`."""
+    timestamped = folder / "..2026_12_04_10_00_00.1234567890"
+    timestamped.mkdir(parents=True)
+    for name, content in files.items():
+        path = timestamped / name
+        path.write_bytes(content)
+        path.chmod(mode)
+    (folder / "..data").symlink_to(timestamped.name)
+    for name in files:
+        (folder / name).symlink_to(f"..data/{name}")
+    return folder
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """The agents a test starts, killed afterwards if still running."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.close()
+
+
+def start_pod(pod: Pod, tmp_path: Path, daemons: list[DaemonProcess]) -> DaemonProcess:
+    pod.run_init_containers()
+    args = [*ENTRYPOINT_ARGS, *pod.container.get("args", [])]
+    environ = clean_environ(**pod.environ())
+    daemon = DaemonProcess(tmp_path, args, environ, pod.command_prefix())
+    daemons.append(daemon)
+    return daemon
+
+
+def warnings_in(daemon: DaemonProcess) -> list[str]:
+    return [line for line in daemon.lines if line.startswith("WARNING:")]
+
+
+def test_pod_registers_once(
+    helm: Helm, api: LocalGarnet, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """The rendered pod, started on this machine, registers its node as the
+    kubernetes agent kind, and a second pod on the same node keeps the
+    identity instead of registering again."""
+    if os.geteuid() != 0:
+        pytest.fail("the pod's volumes need a mount namespace; run as root")
+    assert Path("/run") == Path("/var/run").resolve(), "/var/run is not /run"
+    documents = helm.template(
+        *WITH_TOKEN, "--set", f"garnet.url={api.url}", "--set", "logLevel=debug"
+    )
+    node = tmp_path / "node"
+    first_pod = Pod(documents, tmp_path / "pod-1", node)
+    state = first_pod.folders["state"]
+
+    first = start_pod(first_pod, tmp_path, daemons)
+    first.wait_for_line("agent registration complete")
+    first.wait_for_message("READY=1")
+    first_code = first.stop()
+
+    [request] = registrations(api)
+    body = request["body"]
+    assert isinstance(body, dict)
+    assert "kubernetes" == body["kind"]
+    context = body["kubernetes_context"]
+    assert CLUSTER_NAME == context["cluster"]
+    assert NODE_NAME == context["node"]
+    assert POD_NAMESPACE == context["namespace"]
+    assert 0 == first_code
+    assert [] == warnings_in(first)
+    assert "INFO: detected runtime environment: kubernetes" in first.lines
+    assert 0o700 == stat.S_IMODE(state.stat().st_mode)
+    assert 0o600 == stat.S_IMODE((state / "agent.token").stat().st_mode)
+    assert (state / "agent.json").is_file()
+
+    second_pod = Pod(documents, tmp_path / "pod-2", node)
+    second = start_pod(second_pod, tmp_path, daemons)
+    second.wait_for_line("using stored agent token")
+    second.wait_for_message("READY=1")
+    second_code = second.stop()
+
+    assert 1 == len(registrations(api))
+    assert 0 == second_code
+    assert [] == warnings_in(second)
+    agent_token = (state / "agent.token").read_text().strip()
+    for daemon in (first, second):
+        assert PROJECT_TOKEN not in daemon.output()
+        assert agent_token not in daemon.output()
