@@ -48,9 +48,7 @@ _REREGISTER_BASE_SECONDS = 60.0
 _REREGISTER_CAP_SECONDS = 3600.0
 
 # The settings through which an operator gives the project token.
-_HOW_TO_SET_PROJECT = (
-    "set GARNET_API_TOKEN, GARNET_API_TOKEN_FILE or run-time.api.token"
-)
+HOW_TO_SET_PROJECT = "set GARNET_API_TOKEN, GARNET_API_TOKEN_FILE or run-time.api.token"
 
 
 @dataclass
@@ -73,6 +71,8 @@ class AgentTokenHolder:
     token: SecretStr | None = field(default=None, init=False)
     identity: Identity | None = field(default=None, init=False)
     stored: bool = field(default=False, init=False)
+    # Whether this holder got its agent token by registering.
+    registered: bool = field(default=False, init=False)
     _store_failed: bool = field(default=False, init=False)
     _unconfirmed: bool = field(default=False, init=False)
     _next_registration: float = field(default=0.0, init=False)
@@ -83,11 +83,14 @@ class AgentTokenHolder:
         init=False,
     )
 
-    async def obtain(self) -> bool:
+    async def obtain(self, force: bool = False) -> bool:
         """Use the stored agent token, or register; return False when the
-        daemon stopped before a token was held."""
+        daemon stopped before a token was held. ``force`` registers even
+        when the stored agent token is usable, replacing it."""
         stored = self._load_stored()
         reason = self._reason_to_register(stored)
+        if force and stored is not None and reason is None:
+            reason = "registration forced with --force"
         if reason is None and stored is not None:
             self._hold(stored.token, stored.identity, stored=True)
             get_logger().info(
@@ -101,7 +104,7 @@ class AgentTokenHolder:
         if self.settings().project_token is None:
             raise SettingsError(
                 f"{reason} at {self.store.token_path} and no project token is "
-                f"set; {_HOW_TO_SET_PROJECT}"
+                f"set; {HOW_TO_SET_PROJECT}"
             )
         if stored is not None:
             get_logger().warning(
@@ -145,7 +148,7 @@ class AgentTokenHolder:
             return self._degraded(
                 error,
                 "agent token rejected and no project token is set",
-                f"{_HOW_TO_SET_PROJECT}, then 'systemctl reload jibril'",
+                f"{HOW_TO_SET_PROJECT}, then 'systemctl reload jibril'",
                 journal=self._rejected_event(),
             )
 
@@ -226,7 +229,7 @@ class AgentTokenHolder:
         """Build one registration attempt from the settings of now."""
         settings = self.settings()
         if settings.project_token is None:
-            raise SettingsError(f"no project token is set; {_HOW_TO_SET_PROJECT}")
+            raise SettingsError(f"no project token is set; {HOW_TO_SET_PROJECT}")
         body = build_registration_body(
             self.read_facts(),
             self.runtime,
@@ -256,6 +259,7 @@ class AgentTokenHolder:
             token_sha256=token_fingerprint(registration.agent_token),
         )
         self._hold(registration.agent_token, identity, stored=False)
+        self.registered = True
         self._store_held()
         self._log_registration(previous_agent_id)
 

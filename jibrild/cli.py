@@ -35,17 +35,23 @@ from jibrild.tokenstore import Identity, TokenStore
 EXIT_CODES = """\
 exit codes:
   0   stopped on SIGTERM or SIGINT, or the command succeeded
-  1   unexpected internal error, or a second stop signal forced the exit
-  2   invalid command line
+  1   unexpected internal error, a second stop signal forced the exit, or
+      (reset) the removal was not confirmed
+  2   invalid command line, or (reset) no terminal to confirm on and no --yes
   3   (status) no agent token on disk
   65  registration rejected by the API (HTTP 400): the request body is wrong
+  69  (register) the API kept failing until --wait ran out, or a signal
+      stopped the command; the stored agent identity is unchanged
   73  the agent token file or its folder cannot be used
   75  another jibrild holds the state folder
   77  project token rejected by the API (HTTP 401 or 403)
   78  invalid or missing settings
 """
 
-COMMANDS = ("run", "config", "detect", "status", "copy-settings")
+COMMANDS = ("run", "config", "detect", "status", "register", "reset", "copy-settings")
+
+# `jibrild register` retries transient failures for this long by default.
+DEFAULT_REGISTER_WAIT = 300.0
 
 # As with systemctl status, 3 means "not running here": no identity on disk.
 _NOT_REGISTERED = 3
@@ -117,6 +123,39 @@ def _parser() -> argparse.ArgumentParser:
         "print the runtime environment and the registration body, as JSON",
     )
     _command(commands, "status", _status, "print the agent identity on disk")
+    register = _command(
+        commands,
+        "register",
+        _register,
+        "register now with the project token and store the agent identity, "
+        "unless one is stored and usable; then exit",
+    )
+    register.add_argument(
+        "--force",
+        action="store_true",
+        help="register even when a usable agent identity is stored, and replace it",
+    )
+    register.add_argument(
+        "--wait",
+        type=_positive_seconds,
+        default=DEFAULT_REGISTER_WAIT,
+        metavar="SECONDS",
+        help="retry transient failures (API unreachable, HTTP 429 or 5xx) for "
+        f"up to this many seconds, then exit 69 (default {DEFAULT_REGISTER_WAIT:g})",
+    )
+    reset = _command(
+        commands,
+        "reset",
+        _reset,
+        "remove the agent identity (agent token, identity record, machine-id "
+        "file) so that a disk image can be cloned; the next start registers "
+        "again",
+    )
+    reset.add_argument(
+        "--yes",
+        action="store_true",
+        help="remove without asking for confirmation on the terminal",
+    )
     copy = _command(
         commands,
         "copy-settings",
@@ -192,6 +231,29 @@ def _reloader(args: argparse.Namespace) -> SettingsReloader:
     return SettingsReloader(
         options_from_args(args), dict(os.environ), args.config, args.env_file
     )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return seconds
+
+
+def _register(args: argparse.Namespace) -> int:
+    # Imported here because aiohttp is heavy to import.
+    from jibrild.identity_commands import register  # noqa: PLC0415
+
+    return register(_load(args), force=args.force, wait=args.wait)
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from jibrild.identity_commands import reset  # noqa: PLC0415
+
+    return reset(_load(args).settings.agent_token_path, yes=args.yes)
 
 
 def _copy_settings(args: argparse.Namespace) -> int:

@@ -144,20 +144,7 @@ class Daemon:
             await loop.run()
 
     def _detect(self, facts: HostFacts) -> RuntimeEnvironment:
-        log = get_logger()
-        runtime = detect_runtime_environment(
-            self.root,
-            self.environ,
-            hostname=facts.hostname,
-            cluster_name=self.settings.cluster_name,
-            job=self.settings.job,
-            override=self.settings.runtime_environment,
-        )
-        for note in (*facts.notes, *runtime.notes):
-            log.info(note)
-        details = {"engine": runtime.engine} if runtime.engine else {}
-        log.info(f"detected runtime environment: {runtime.name}", **details)
-        return runtime
+        return detect_and_log(self.root, self.environ, facts, self.settings)
 
     def _request_timeout(self) -> float:
         """Return api.request-timeout, cut below half of systemd's watchdog
@@ -266,6 +253,27 @@ class Daemon:
     def _reloaded(self) -> None:
         if self._ready_sent:
             self.notifier.reloaded()
+
+
+def detect_and_log(
+    root: Path, environ: Mapping[str, str], facts: HostFacts, settings: Settings
+) -> RuntimeEnvironment:
+    """Detect the runtime environment and log it with the notes of the
+    detection."""
+    log = get_logger()
+    runtime = detect_runtime_environment(
+        root,
+        environ,
+        hostname=facts.hostname,
+        cluster_name=settings.cluster_name,
+        job=settings.job,
+        override=settings.runtime_environment,
+    )
+    for note in (*facts.notes, *runtime.notes):
+        log.info(note)
+    details = {"engine": runtime.engine} if runtime.engine else {}
+    log.info(f"detected runtime environment: {runtime.name}", **details)
+    return runtime
 
 
 async def _cancel(*tasks: asyncio.Task[object]) -> int:

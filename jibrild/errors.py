@@ -10,6 +10,7 @@ class ExitCode(IntEnum):
     INTERNAL = 1
     USAGE = 2
     REGISTRATION_REJECTED = 65
+    UNAVAILABLE = 69
     STATE = 73
     LOCKED = 75
     PROJECT_TOKEN_REJECTED = 77
@@ -29,6 +30,13 @@ class SettingsError(JibrildError):
     exit_code = ExitCode.SETTINGS
 
 
+class UsageError(JibrildError):
+    """A command cannot run as given, such as a confirmation that cannot be
+    asked for without a terminal."""
+
+    exit_code = ExitCode.USAGE
+
+
 class TokenStoreError(JibrildError):
     """The agent token file or its folder cannot be used safely."""
 
@@ -36,9 +44,21 @@ class TokenStoreError(JibrildError):
 
 
 class AlreadyRunningError(JibrildError):
-    """Another daemon holds the lock on the state folder."""
+    """Another daemon holds the lock on the state folder. ``holder`` is the
+    PID written in the lock file, or 'unknown'."""
 
     exit_code = ExitCode.LOCKED
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class ApiUnavailableError(JibrildError):
+    """Registration kept failing for transient reasons until the command
+    gave up."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class RegistrationRejectedError(JibrildError):

@@ -155,7 +155,8 @@ class TokenStore:
             os.close(fd)
             raise AlreadyRunningError(
                 f"another jibrild (PID {holder}) is using {self.folder}; "
-                "stop it first or give this one another api.agent-token-path"
+                "stop it first or give this one another api.agent-token-path",
+                holder,
             ) from None
 
         try:
@@ -275,6 +276,11 @@ class TokenStore:
         token itself is gone (removed to register again), else None."""
         if _read_quietly(self.token_path) is not None:
             return None
+        return self.recorded_agent_id()
+
+    def recorded_agent_id(self) -> str | None:
+        """Return the agent id the identity record names, or None when there
+        is no valid record."""
         raw_record = _read_quietly(self.record_path)
         if raw_record is None:
             return None
@@ -283,6 +289,47 @@ class TokenStore:
         except _MALFORMED_RECORD:
             return None
         return current.agent_id
+
+    def identity_files(self) -> list[Path]:
+        """Return the files of the agent identity that exist, in the order
+        remove_identity() removes them.
+
+        Besides the agent token and its record, these are the files an
+        interrupted write left, which may hold a copy of a token, and the
+        folder's own machine id, which a cloned disk must not share.
+        """
+        leftovers = sorted(self.folder.glob(_TEMP_PREFIX + "*"))
+        paths = [self.token_path, *leftovers, self.record_path, self.machine_id_path]
+        return [path for path in paths if _exists(path)]
+
+    def remove_identity(self) -> list[Path]:
+        """Remove the files of identity_files(); return those removed.
+
+        The caller holds the lock. The agent token goes first, because a
+        token left without its record would be used with no identity, so
+        that neither its machine nor its API URL is checked. A crash after
+        the token is gone leaves the record alone instead, and the next
+        registration names the agent it replaces. A symbolic link or other
+        file that is not a regular one is rejected before anything is
+        removed, as save() rejects it.
+        """
+        self._check_target(self.token_path, "agent token file")
+        self._check_target(self.record_path, "identity record")
+        self._check_target(self.machine_id_path, "machine-id file")
+
+        removed = []
+        for path in self.identity_files():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise TokenStoreError(
+                    f"cannot remove {path}: {error.strerror}; {_advice(error)}"
+                ) from None
+            _fsync_folder(self.folder)
+            removed.append(path)
+        return removed
 
     def _identity_on_disk(self) -> Identity | None:
         """Return the identity of the token on disk, or None when there is
@@ -413,6 +460,15 @@ def _parse_identity(fields: object) -> Identity:
     if not all(isinstance(value, str) for value in values.values()):
         raise TypeError("identity record has a field that is not a string")
     return Identity(**values)
+
+
+def _exists(path: Path) -> bool:
+    """Tell whether anything, a dangling symbolic link too, is at ``path``."""
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _read_quietly(path: Path) -> bytes | None:

@@ -164,6 +164,29 @@ def test_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "  78  invalid or missing settings\n" in out
 
 
+def test_help_lists_identity_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help names register and reset and the exit code register gives up
+    with."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+
+    out = capsys.readouterr().out
+    assert "    register     register now with the project token" in out
+    assert "    reset        remove the agent identity" in out
+    assert "  69  (register) the API kept failing until --wait ran out" in out
+
+
+def test_register_wait_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    """register --wait rejects zero, a negative number, infinity and text."""
+    for value in ("0", "-5", "soon", "inf"):
+        with pytest.raises(SystemExit) as exited:
+            main(["register", "--wait", value])
+
+        err = capsys.readouterr().err
+        assert 2 == exited.value.code
+        assert f"expected a positive number, got '{value}'" in err
+
+
 def test_unknown_values_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
     """A stray value, which may be a pasted token, is counted, not printed."""
     with pytest.raises(SystemExit) as exited:

@@ -264,7 +264,10 @@ def test_env_file_unreadable() -> None:
         with as_nobody(), pytest.raises(SettingsError) as caught:
             _load(path, {}, Path("/dev/null"))
 
-    expected = f"cannot read env file {path}: permission denied; check its permissions"
+    expected = (
+        f"cannot read env file {path}: permission denied; run jibrild as root "
+        "or as a user that can read it, or give another path with --env-file"
+    )
     assert str(caught.value) == expected
 
 

@@ -574,3 +574,42 @@ def test_folder_as_token_path_rejected(tmp_path: Path) -> None:
     )
     assert ["jibril"] == os.listdir(tmp_path)
     assert [] == store.take_warnings()
+
+
+@pytest.mark.parametrize(
+    ("description", "name"),
+    [("identity record", "agent.json"), ("machine-id file", "machine-id")],
+)
+def test_remove_identity_rejects_symlink(
+    store: TokenStore, tmp_path: Path, description: str, name: str
+) -> None:
+    """A symbolic link among the identity files stops the removal before
+    anything, the agent token included, is removed."""
+    store.save(TOKEN, _identity())
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    (store.folder / name).unlink(missing_ok=True)
+    (store.folder / name).symlink_to(target)
+
+    with pytest.raises(TokenStoreError) as raised:
+        store.remove_identity()
+
+    assert str(raised.value).startswith(
+        f"{description} {store.folder / name} is a symbolic link; remove it"
+    )
+    assert store.token_path.is_file()
+    assert "keep" == target.read_text()
+
+
+def test_remove_identity_order(store: TokenStore) -> None:
+    """The agent token comes before its record, and leftovers of an
+    interrupted write are removed too; the lock file stays."""
+    store.save(TOKEN, _identity())
+    leftover = store.folder / ".tmp-agent.token.0a1b2c3d"
+    leftover.write_text("aaa.bbb.ccc\n")
+
+    removed = store.remove_identity()
+
+    assert [store.token_path, leftover, store.record_path] == removed
+    assert [store.lock_path] == list(store.folder.iterdir())
+    assert None is store.recorded_agent_id()

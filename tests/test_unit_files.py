@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from jibrild.cli import EXIT_CODES
+from jibrild.cli import COMMANDS, EXIT_CODES
 from jibrild.errors import ExitCode
 from jibrild.settings import SETTING_KEYS
 from jibrild.sources.env_file import parse_env_text
@@ -139,3 +139,14 @@ def test_postinst_reads_a_missing_project_token(tmp_path: Path) -> None:
 
     assert re.search(pattern, without, re.MULTILINE)
     assert not re.search(pattern, with_token, re.MULTILINE)
+
+
+def test_man_page_lists_every_command() -> None:
+    """The package's man page describes exactly the commands jibrild has."""
+    page = (PACKAGING / "deb" / "jibrild.8").read_text()
+    section = page.split(".SH COMMANDS\n", 1)[1].split("\n.SH ", 1)[0]
+
+    # Each command is a .TP paragraph whose tag line is ".B name ...".
+    listed = re.findall(r"^\.TP\n\.B (\S+)", section, re.MULTILINE)
+
+    assert sorted(COMMANDS) == sorted(name.replace("\\-", "-") for name in listed)

@@ -218,7 +218,8 @@ def test_unreadable_file() -> None:
             load_settings({}, {}, config_path=path, env_file_path=Path("/dev/null"))
 
     expected = (
-        f"cannot read config file {path}: permission denied; check its permissions"
+        f"cannot read config file {path}: permission denied; run jibrild as root "
+        "or as a user that can read it, or give another path with --config"
     )
     assert str(caught.value) == expected
 

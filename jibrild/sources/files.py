@@ -135,9 +135,10 @@ def read_settings_file(
             raise SettingsError(f"{description} {path} not found; {advice}") from None
         return None
     except PermissionError:
+        # The packaged settings files are root's, mode 600.
         message = (
-            f"cannot read {description} {path}: permission denied; "
-            "check its permissions"
+            f"cannot read {description} {path}: permission denied; run jibrild "
+            f"as root or as a user that can read it, or give another path with {option}"
         )
         raise SettingsError(message) from None
     except SpecialFileError as error:

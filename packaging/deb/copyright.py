@@ -29,6 +29,26 @@ def declared_license(metadata: dict[str, str], classifiers: list[str]) -> str:
     return text.splitlines()[0] if text else "see the distribution's metadata"
 
 
+def installed_globs(lib: Path, info: Path) -> list[str]:
+    """Return a Files: glob for each top-level file or folder that the
+    distribution's RECORD lists and the build kept in lib.
+
+    A distribution's import names need not match its own name (python-dotenv
+    installs dotenv/, PyYAML installs yaml/, attrs installs attr/ too), so the
+    names come from RECORD, not from the dist-info folder's name.
+    """
+    record = (info / "RECORD").read_text(encoding="utf-8")
+    tops = {line.split(",", 1)[0].split("/", 1)[0] for line in record.splitlines()}
+    globs = []
+    for top in sorted(tops):
+        path = lib / top
+        if top in ("", "..") or not path.exists():
+            continue
+        suffix = "/*" if path.is_dir() else ""
+        globs.append(f"usr/lib/jibril/{top}{suffix}")
+    return globs
+
+
 def bundled(lib: Path) -> list[str]:
     """Build one copyright paragraph for each dist-info folder under lib."""
     paragraphs = []
@@ -40,8 +60,9 @@ def bundled(lib: Path) -> list[str]:
 
         classifiers = message.get_all("Classifier") or []
         license_name = declared_license(dict(message.items()), classifiers)
+        files = "\n ".join(installed_globs(lib, info))
         paragraphs.append(
-            f"Files: usr/lib/jibril/{info.name.split('-')[0]}*\n"
+            f"Files: {files}\n"
             f"Copyright: the {name} authors; see /usr/lib/jibril/{info.name}/\n"
             f"Comment: {name} {version}, bundled from PyPI\n"
             f"License: {license_name}\n"

@@ -319,7 +319,8 @@ def test_root_only_config_file(engine: Engine, tmp_path: Path) -> None:
     assert EXIT_SETTINGS == code
     assert (
         "ERROR: cannot read config file /etc/jibril/config.yaml: permission "
-        "denied; check its permissions exit_code=78"
+        "denied; run jibrild as root or as a user that can read it, or give "
+        "another path with --config exit_code=78"
     ) in container.stderr
 
 

@@ -6,8 +6,10 @@ The tests share one machine booted from CACHE/rootfs-clean and run in file
 order: each continues from the state the previous one left.
 """
 
+import fnmatch
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +20,9 @@ from typing import NamedTuple
 import pytest
 
 from garnet_local.testing import LocalGarnet
+from garnet_local.tokens import fingerprint
 from tests.systemd.harness import (
+    CREDENTIAL_PROJECT_TOKEN,
     FIRST_START_LINES,
     PROJECT_TOKEN,
     REPORT,
@@ -33,6 +37,9 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 NOT_STARTED = (
     "jibril: jibril.service enabled, not started: set GARNET_API_TOKEN in "
     "/etc/default/jibril, then run systemctl start jibril"
+)
+FAILED_START = (
+    "jibril: jibril.service failed to start; run journalctl -u jibril for the reason"
 )
 CONFFILES = ("/etc/default/jibril", "/etc/jibril/config.yaml")
 TOKEN_FILE = "/var/lib/jibril/agent.token"
@@ -61,6 +68,7 @@ class Progress:
 
     before: set[str] = field(default_factory=set)
     settings: str = ""
+    config: str = ""
     token: str = ""
 
 
@@ -84,20 +92,39 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
     version = _field(first, "Version")
     newer_version = f"{version}+1"
     out = tmp_path_factory.mktemp("newer")
+    newer = _build(CHECKOUT, out, newer_version)
+    return Packages(first, newer, newer_version)
+
+
+def _build(checkout: Path, out: Path, version: str) -> Path:
+    """Build the package from ``checkout`` into ``out``; return its path."""
     environ = {
         **os.environ,
-        "DEB_VERSION": newer_version,
+        "DEB_VERSION": version,
         "DEB_CACHE": str(CHECKOUT / ".cache" / "deb"),
         "PYTHON": sys.executable,
     }
     subprocess.run(
-        [str(CHECKOUT / "packaging/deb/build"), str(out)],
+        [str(checkout / "packaging/deb/build"), str(out)],
         env=environ,
         check=True,
         capture_output=True,
     )
-    [newer] = out.glob("jibril_*.deb")
-    return Packages(first, newer, newer_version)
+    [deb] = out.glob("jibril_*.deb")
+    return deb
+
+
+def _contents(deb: Path) -> list[str]:
+    """Return the paths a package holds, without the leading ./"""
+    listing = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    names = subprocess.run(
+        ["tar", "-t"], input=listing, capture_output=True, check=True
+    ).stdout.decode()
+    return [name.removeprefix("./") for name in names.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +183,97 @@ def test_lintian_finds_no_errors(packages: Packages) -> None:
     assert [] == errors
     assert 0 == result.returncode, result.stderr
     REPORT["lintian"] = f"lintian: 0 errors, {len(tags)} warnings {tags}"
+
+
+def test_build_leaves_out_stray_files(tmp_path: Path) -> None:
+    """A build from a checkout with a stale build/ folder and an untracked
+    module packs neither, and writes no build output into the checkout."""
+    checkout = tmp_path / "checkout"
+    subprocess.run(
+        ["git", "clone", "--quiet", str(CHECKOUT), str(checkout)], check=True
+    )
+    # The clone gets this checkout's working tree, so uncommitted edits of
+    # the build script are what is tested.
+    tracked = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "ls-files", "-z"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (CHECKOUT / name).is_file():
+            shutil.copy2(CHECKOUT / name, checkout / name)
+    stale = checkout / "build/lib/jibrild/stale_module.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("STALE = True\n")
+    (checkout / "jibrild/untracked_module.py").write_text("UNTRACKED = True\n")
+
+    deb = _build(checkout, tmp_path / "out", "0.0.1-1")
+
+    names = _contents(deb)
+    assert [] == [name for name in names if "stale_module" in name]
+    assert [] == [name for name in names if "untracked_module" in name]
+    assert "usr/lib/jibril/jibrild/daemon.py" in names
+    assert [] == list(checkout.glob("*.egg-info"))
+    assert [stale] == [path for path in (checkout / "build").rglob("*.py")]
+
+
+def test_copyright_covers_each_bundled_file(packages: Packages, tmp_path: Path) -> None:
+    """In the copyright file, each file under /usr/lib/jibril falls under
+    the paragraph of the distribution whose RECORD lists it. jibrild's own
+    files fall under the project's terms."""
+    subprocess.run(["dpkg-deb", "-x", str(packages.first), str(tmp_path)], check=True)
+    lib = tmp_path / "usr/lib/jibril"
+    copyright_text = (tmp_path / "usr/share/doc/jibril/copyright").read_text()
+    paragraphs = [_fields(block) for block in copyright_text.split("\n\n")]
+    files_paragraphs = [p for p in paragraphs if "Files" in p]
+
+    owners = {}
+    for info in lib.glob("*.dist-info"):
+        name = (info / "METADATA").read_text().split("\nName: ", 1)[1].split()[0]
+        for line in (info / "RECORD").read_text().splitlines():
+            path = line.split(",", 1)[0]
+            if not path.startswith("../"):
+                owners[f"usr/lib/jibril/{path}"] = name
+
+    shipped = [
+        path.relative_to(tmp_path).as_posix()
+        for path in lib.rglob("*")
+        if path.is_file()
+    ]
+    assert [] == [path for path in shipped if path not in owners]
+    wrong = {}
+    for path in shipped:
+        # In the copyright format, the last paragraph that matches wins.
+        matching = [
+            p
+            for p in files_paragraphs
+            if any(fnmatch.fnmatchcase(path, glob) for glob in p["Files"].split())
+        ]
+        owner = owners[path]
+        expected = "Files: *" if owner == "jibrild" else f"{owner} "
+        found = _label(matching[-1])
+        if not found.startswith(expected):
+            wrong[path] = found
+    assert {} == wrong
+
+
+def _label(paragraph: dict[str, str]) -> str:
+    """Return a copyright paragraph's Comment, or its Files line if none."""
+    return paragraph.get("Comment", f"Files: {paragraph['Files']}")
+
+
+def _fields(block: str) -> dict[str, str]:
+    """Parse one copyright paragraph; continuation lines join with spaces."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in block.strip().splitlines():
+        if line.startswith(" ") and key:
+            fields[key] += " " + line.strip()
+        else:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
 
 
 def test_install_enables_without_starting(
@@ -236,6 +354,7 @@ def test_upgrade_keeps_identity_and_settings(
     assert STATE.token == read(clean_machine, TOKEN_FILE)
     wait_for_message(clean_machine, after, "using stored agent token")
     assert 1 == registrations(garnet)
+    STATE.config = edited_config
 
 
 def test_remove_stops_service(clean_machine: Machine) -> None:
@@ -263,14 +382,69 @@ def test_reinstall_with_token_starts(
     assert 1 == registrations(garnet)
 
 
+def test_failed_restart_keeps_package_configured(
+    clean_machine: Machine, packages: Packages
+) -> None:
+    """A reinstall whose restart fails (invalid settings) still configures
+    the package, so apt-get goes on working, and prints one line saying
+    where to look."""
+    invalid = STATE.config + "  heartbeat-interval: not-a-number\n"
+    clean_machine.write(CONFFILES[1], invalid, mode=0o600)
+
+    output = apt_get(
+        clean_machine, "install", "--reinstall", f"{INBOX}/{packages.newer.name}"
+    )
+
+    assert [FAILED_START] == [line for line in output if line.startswith("jibril:")]
+    status = clean_machine.run(
+        "dpkg-query", "--show", "--showformat=${Status}", "jibril"
+    ).stdout
+    assert "install ok installed" == status
+    assert "failed" == clean_machine.show("jibril", "ActiveState")
+
+
 def test_purge_leaves_nothing(clean_machine: Machine) -> None:
-    """apt-get purge stops the daemon and removes the package's files, its
-    settings, its state folder and the unit's links: the file system is as
-    it was before the installation."""
+    """apt-get purge of a failed unit removes the package's files, its
+    settings, its state folder and the unit's links, and resets the unit's
+    failed state. The machine is then as it was before the installation."""
     apt_get(clean_machine, "purge", "jibril")
 
+    assert "not-found" == clean_machine.show("jibril", "LoadState")
     assert "inactive" == clean_machine.show("jibril", "ActiveState")
+    failed = clean_machine.systemctl("list-units", "--failed", "--plain", "--no-legend")
+    assert "jibril" not in failed
     left = files(clean_machine) - STATE.before
     assert set() == left
+    # The folders the comparison leaves out contain no file named after the
+    # package either (kernel file systems aside).
+    kernel = ("/proc", "/sys", "/dev")
+    folders = " ".join(shlex.quote(path) for path in CHURN if path not in kernel)
+    named = clean_machine.shell(f"find {folders} -name '*jibril*'")
+    assert "" == named
     status = clean_machine.run("dpkg", "--status", "jibril", check=False)
     assert 0 != status.returncode
+
+
+def test_install_with_credential_starts(
+    clean_machine: Machine, garnet: LocalGarnet, packages: Packages
+) -> None:
+    """A project token preseeded as a systemd credential, in a drop-in made
+    before the installation, counts as configured: the installation starts
+    the unit, which registers with that token."""
+    clean_machine.write("/etc/jibril/garnet-api-token", CREDENTIAL_PROJECT_TOKEN, 0o600)
+    clean_machine.write(
+        "/etc/systemd/system/jibril.service.d/token.conf",
+        "[Service]\n"
+        "LoadCredential=garnet-api-token:/etc/jibril/garnet-api-token\n"
+        f"Environment=GARNET_API_URL={garnet.url}\n",
+    )
+    garnet.clear_requests()
+
+    output = apt_get(clean_machine, "install", f"{INBOX}/{packages.first.name}")
+
+    assert [] == [line for line in output if line.startswith("jibril:")]
+    assert "active" == clean_machine.show("jibril", "ActiveState")
+    [registration] = [r for r in garnet.requests() if r["path"] == "/api/v1/agents"]
+    assert 201 == registration["status"]
+    used = registration["credentials"]["X-Project-Token"]
+    assert fingerprint(CREDENTIAL_PROJECT_TOKEN) == used

@@ -196,6 +196,49 @@ def test_removed_token_registers_again(machine: Machine, garnet: LocalGarnet) ->
     assert garnet.agents()[-1]["id"] == again["JIBRIL_AGENT_ID"]
 
 
+def test_register_force_as_root(machine: Machine, garnet: LocalGarnet) -> None:
+    """`jibrild register --force` at a root shell, with jibril stopped,
+    leaves its files to the folder's owner, the service's dynamic user, and
+    the next start uses the new identity without registering."""
+    machine.systemctl("start", "jibril")
+    old_id = garnet.agents()[-1]["id"]
+    machine.systemctl("stop", "jibril")
+    garnet.clear_requests()
+
+    machine.run("jibrild", "register", "--force")
+    owners = machine.shell("stat -L -c '%u' /var/lib/jibril/ /var/lib/jibril/*")
+    new_id = garnet.agents()[-1]["id"]
+    after = cursor(machine)
+    machine.systemctl("start", "jibril")
+
+    folder_owner, *file_owners = owners.split()
+    assert "0" != folder_owner
+    assert [folder_owner] * 3 == file_owners
+    assert old_id != new_id
+    line = wait_for_message(machine, after, "using stored agent token")
+    assert f"agent_id={new_id}" in line
+    assert 1 == registrations(garnet)
+
+
+def test_reset_waits_for_stop(machine: Machine, garnet: LocalGarnet) -> None:
+    """`jibrild reset --yes` exits 75 naming the daemon's PID while jibril
+    runs; once jibril is stopped it removes the identity, and the next
+    start registers again."""
+    machine.systemctl("start", "jibril")
+    pid = main_pid(machine)
+
+    rejected = machine.run("jibrild", "reset", "--yes", check=False)
+    machine.systemctl("stop", "jibril")
+    removed = machine.run("jibrild", "reset", "--yes")
+    garnet.clear_requests()
+    machine.systemctl("start", "jibril")
+
+    assert 75 == rejected.returncode
+    assert f"another jibrild (PID {pid})" in rejected.stderr
+    assert "removed /var/lib/jibril/agent.token" in removed.stdout
+    assert 1 == registrations(garnet)
+
+
 def test_new_api_url_applies_at_restart(
     machine: Machine, garnet: LocalGarnet, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
