@@ -15,7 +15,11 @@ from jibrild.errors import ExitCode, JibrildError, SettingsError
 from jibrild.hostfacts import read_host_facts
 from jibrild.logs import configure_logs, get_logger, remember_project_token
 from jibrild.registration_body import build_registration_body
-from jibrild.reload import SettingsReloader
+from jibrild.reload import (
+    SettingsReloader,
+    log_settings_warnings,
+    log_unknown_variables,
+)
 from jibrild.settings import (
     LoadedSettings,
     add_settings_options,
@@ -23,13 +27,13 @@ from jibrild.settings import (
     render_settings,
 )
 from jibrild.settings_copies import (
-    COPIES_VARIABLE,
     copy_settings,
     files_to_copy,
     read_copies,
     settings_paths,
     signal_reload,
 )
+from jibrild.sources.keys import SETTINGS_COPIES_ENV_VAR
 from jibrild.tokenstore import Identity, TokenStore
 
 EXIT_CODES = """\
@@ -205,14 +209,18 @@ def _command(
 
 def _load(args: argparse.Namespace) -> LoadedSettings:
     configure_logs("info")
-    copies = os.environ.get(COPIES_VARIABLE)
+    copies = os.environ.get(SETTINGS_COPIES_ENV_VAR)
     if copies:
         read_copies(Path(copies), settings_paths(args.config, args.env_file))
-    loaded = _reloader(args).load()
+    try:
+        loaded = _reloader(args).load()
+    except SettingsError as error:
+        log_unknown_variables(error.unknown_variables)
+        raise
+
     configure_logs(loaded.settings.log_level)
     remember_project_token(loaded.settings)
-    for warning in loaded.warnings:
-        get_logger().warning(warning)
+    log_settings_warnings(loaded)
     return loaded
 
 

@@ -18,7 +18,13 @@ from jibrild.hostfacts import HostFacts, read_host_facts
 from jibrild.logs import configure_logs, get_logger, remember_project_token
 from jibrild.notify import Notifier
 from jibrild.registration import Registrar
-from jibrild.reload import RESTART_FIELDS, SettingsReloader, setting_key
+from jibrild.reload import (
+    RESTART_FIELDS,
+    SettingsReloader,
+    log_settings_warnings,
+    log_unknown_variables,
+    setting_key,
+)
 from jibrild.settings import LoadedSettings, Settings
 from jibrild.tokenstore import TokenStore
 
@@ -225,14 +231,14 @@ class Daemon:
         try:
             loaded = self.reloader.load()
         except SettingsError as error:
+            log_unknown_variables(error.unknown_variables)
             log.error("reload failed; keeping the previous settings", error=str(error))
             self.notifier.set_status(f"reload failed, previous settings kept: {error}")
             self._reloaded()
             return
 
         changed = self.reloader.changed(self.settings, loaded.settings)
-        for warning in loaded.warnings:
-            log.warning(warning)
+        log_settings_warnings(loaded)
         for name in sorted(RESTART_FIELDS.intersection(changed)):
             log.warning(
                 "setting changed; restart to apply it", setting=setting_key(name)

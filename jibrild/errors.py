@@ -1,6 +1,10 @@
 """Exceptions of jibrild and the exit codes they end the process with."""
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jibrild.sources.variables import UnknownVariable
 
 
 class ExitCode(IntEnum):
@@ -28,6 +32,9 @@ class SettingsError(JibrildError):
     environment variable or option) and what is expected."""
 
     exit_code = ExitCode.SETTINGS
+    # Set by load_settings: a misspelt variable may be the cause of the
+    # error, so the caller logs these before it.
+    unknown_variables: tuple["UnknownVariable", ...] = ()
 
 
 class UsageError(JibrildError):

@@ -1,12 +1,14 @@
 """Loading the settings again on SIGHUP, as the operator edited them."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jibrild.logs import get_logger
 from jibrild.settings import LoadedSettings, Settings, load_settings
 from jibrild.sources.env_file import read_env_file
 from jibrild.sources.keys import KEYS_BY_FIELD
+from jibrild.sources.variables import UnknownVariable
 
 # Settings the running daemon cannot change in place: they decide which API
 # and which token it holds, so a restart applies them.
@@ -72,3 +74,18 @@ def _env_file_values(path: Path | None) -> dict[str, str]:
 def setting_key(field_name: str) -> str:
     """Return the YAML key operators know a settings field by."""
     return f"run-time.{KEYS_BY_FIELD[field_name].yaml_key}"
+
+
+def log_settings_warnings(loaded: LoadedSettings) -> None:
+    """Log each warning of a settings load once."""
+    log = get_logger()
+    for warning in loaded.warnings:
+        log.warning(warning)
+    log_unknown_variables(loaded.unknown_variables)
+
+
+def log_unknown_variables(unknown: Iterable[UnknownVariable]) -> None:
+    """Log a warning for each GARNET_* or JIBRIL_* variable that sets nothing."""
+    log = get_logger()
+    for variable in unknown:
+        log.warning("unknown variable ignored", **variable.log_fields())

@@ -46,6 +46,7 @@ from jibrild.sources.log_levels import jibrild_log_level
 from jibrild.sources.messages import describe_validation_error
 from jibrild.sources.options import add_settings_options, options_from_args
 from jibrild.sources.render import render_settings
+from jibrild.sources.variables import UnknownVariable, find_unknown_variables
 from jibrild.sources.yaml_file import DEFAULT_CONFIG_PATH
 
 __all__ = [
@@ -259,6 +260,8 @@ class LoadedSettings:
     settings: Settings
     origins: Mapping[str, str]  # field name -> origin, e.g. "option --api-url"
     warnings: tuple[str, ...]  # for the caller to log, e.g. file-mode warnings
+    # GARNET_* and JIBRIL_* variables that set nothing, for the caller to log.
+    unknown_variables: tuple[UnknownVariable, ...] = ()
 
 
 def load_settings(
@@ -270,16 +273,23 @@ def load_settings(
     """Read every source and merge them, the highest precedence first.
 
     A None path means the default file, which may be missing; a given path
-    must exist. Raises SettingsError naming the origin of the bad value.
+    must exist. Raises SettingsError naming the origin of the bad value. A
+    validation error carries the unknown variables found before it.
     """
     sources = _read_sources(options, environ, config_path, env_file_path)
     origins = _winning_origins(sources)
+    env_file = next(s for s in sources if isinstance(s, EnvFileSettingsSource))
+    unknown = find_unknown_variables(environ, env_file.variables)
 
-    settings = _validate(sources, origins)
+    try:
+        settings = _validate(sources, origins)
+    except SettingsError as error:
+        error.unknown_variables = unknown
+        raise
 
     texts = {field: origin.text for field, origin in origins.items()}
     warnings = tuple(warning for s in sources for warning in s.layer.warnings)
-    return LoadedSettings(settings, texts, warnings)
+    return LoadedSettings(settings, texts, warnings, unknown)
 
 
 def _read_sources(

@@ -28,11 +28,8 @@ from jibrild.sources.files import (
     SpecialFileError,
     read_regular_file,
 )
-from jibrild.sources.keys import TOKEN_FILE_ENV_VAR
+from jibrild.sources.keys import SETTINGS_COPIES_ENV_VAR, TOKEN_FILE_ENV_VAR
 from jibrild.sources.yaml_file import DEFAULT_CONFIG_PATH
-
-# Set by jibril.service to its runtime folder, which contains the copies.
-COPIES_VARIABLE = "JIBRIL_SETTINGS_COPIES"
 
 ENV_FILE_COPY = "env-file"
 CONFIG_COPY = "config.yaml"
@@ -174,7 +171,7 @@ def _read_manifest(folder: Path) -> dict[str, str]:
         manifest = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise SettingsError(
-            f"{path} not found; {COPIES_VARIABLE} is for jibril.service, whose "
+            f"{path} not found; {SETTINGS_COPIES_ENV_VAR} is for jibril.service, whose "
             "ExecStartPre= runs 'jibrild copy-settings' first"
         ) from None
     except (OSError, ValueError) as error:

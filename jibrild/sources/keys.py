@@ -138,4 +138,7 @@ KEYS_BY_ENV_VAR: dict[str, SettingKey] = {key.env_var: key for key in SETTING_KE
 
 TOKEN_FILE_ENV_VAR = "GARNET_API_TOKEN_FILE"  # noqa: S105 -- a variable name
 CREDENTIALS_DIRECTORY_ENV_VAR = "CREDENTIALS_DIRECTORY"
+# Set by jibril.service to its runtime folder, which contains the copies of
+# the root-only settings files.
+SETTINGS_COPIES_ENV_VAR = "JIBRIL_SETTINGS_COPIES"
 CREDENTIAL_NAME = "garnet-api-token"

@@ -302,6 +302,31 @@ def test_reload_reads_root_only_config(machine: Machine, garnet: LocalGarnet) ->
     assert pid == main_pid(machine)
 
 
+def test_unknown_variable_reported_once(machine: Machine, garnet: LocalGarnet) -> None:
+    """A misspelt variable of /etc/default/jibril, which EnvironmentFile=
+    also puts in the environment, is one warning with the file's line at
+    start and one again at `systemctl reload`."""
+    configure(machine, garnet, JIBRIL_HEARTBEAT="planted-unknown-value")
+    machine.systemctl("start", "jibril")
+    invocation = machine.show("jibril", "InvocationID")
+    started = wait_for_entry(machine, "JIBRIL_VARIABLE=JIBRIL_HEARTBEAT")
+    after = cursor(machine)
+
+    machine.systemctl("reload", "jibril")
+
+    wait_for_message(machine, after, "settings reloaded")
+    warnings = machine.journal(
+        f"_SYSTEMD_INVOCATION_ID={invocation}", "JIBRIL_VARIABLE=JIBRIL_HEARTBEAT"
+    )
+    assert started["MESSAGE"] == (
+        "WARNING: unknown variable ignored variable=JIBRIL_HEARTBEAT "
+        "origin=/etc/default/jibril:3 did_you_mean=JIBRIL_HEARTBEAT_INTERVAL"
+    )
+    assert "4" == started["PRIORITY"]
+    assert 2 == len(warnings)
+    assert "planted-unknown-value" not in "".join(str(e) for e in warnings)
+
+
 def test_watchdog_restarts_a_stopped_daemon(machine: Machine) -> None:
     """A daemon frozen with SIGSTOP misses its pings and systemd restarts it."""
     drop_in(machine, f"WatchdogSec={WATCHDOG_SECONDS}s")
