@@ -3,7 +3,10 @@
 the rendered DaemonSet starts it."""
 
 import base64
+import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import tomllib
@@ -138,7 +141,11 @@ def checksum(documents: list[dict[str, Any]]) -> str:
 # Value sets that between them set every value of the chart.
 VALUE_SETS = {
     "token": WITH_TOKEN,
-    "existing secret": (*REQUIRED, "--set", "garnet.existingSecret=garnet-token"),
+    "existing secret": (
+        *REQUIRED,
+        "--set",
+        "garnet.existingSecret=garnet-token,garnet.existingSecretKey=api",
+    ),
     "url and log level": (
         *WITH_TOKEN,
         "--set",
@@ -178,6 +185,8 @@ VALUE_SETS = {
         "podAnnotations.team=infra,podLabels.tier=agents",
         "--set",
         "image.repository=registry.example/jibril,image.tag=0.1.0-rc1",
+        "--set",
+        "image.pullPolicy=Always",
         "--set",
         "state.hostPath=/srv/jibril",
     ),
@@ -230,6 +239,191 @@ def test_documents_validate_against_schemas(
     assert [] == problems
 
 
+# helm adds `global` to the values of a chart that is a dependency, so the
+# schema lists it although values.yaml does not.
+HELM_VALUES = {"global"}
+
+
+def load_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
+
+
+def is_owned(schema: dict[str, Any]) -> bool:
+    """Return whether the chart owns every key of this object, so that the schema
+    rejects a key it does not list. Free-form maps are not owned."""
+    return schema.get("additionalProperties") is False
+
+
+def owned_value_paths(schema: dict[str, Any], values: dict[str, Any]) -> set[str]:
+    """Return the dotted paths of `values`, down to the first value that is not an
+    object the chart owns, such as a list or a free-form map."""
+    paths = set()
+    for key, value in values.items():
+        child = schema["properties"][key]
+        if is_owned(child) and isinstance(value, dict):
+            paths.update(f"{key}.{path}" for path in owned_value_paths(child, value))
+        else:
+            paths.add(key)
+    return paths
+
+
+def schema_paths(schema: dict[str, Any]) -> set[str]:
+    """Return the dotted paths of every value that the schema lists."""
+    paths = set()
+    for key, child in schema["properties"].items():
+        if is_owned(child):
+            paths.update(f"{key}.{path}" for path in schema_paths(child))
+        else:
+            paths.add(key)
+    return paths
+
+
+def set_paths(schema: dict[str, Any], arguments: tuple[str, ...]) -> set[str]:
+    """Return the owned value paths that the --set and --set-string arguments set,
+    such as `tolerations` for `tolerations[0].key=dedicated`."""
+    paths = set()
+    for flag, assignments in zip(arguments[::2], arguments[1::2], strict=True):
+        assert flag in ("--set", "--set-string"), flag
+        for assignment in assignments.split(","):
+            name = assignment.split("=", 1)[0]
+            parts = [part for part in re.split(r"\.|\[\d+\]", name) if part]
+            node = schema
+            owned = []
+            for part in parts:
+                if not is_owned(node):
+                    break
+                owned.append(part)
+                node = node["properties"][part]
+            paths.add(".".join(owned))
+    return paths
+
+
+def test_schema_lists_every_value() -> None:
+    """values.schema.json lists the values of values.yaml, no more and no
+    fewer, so a value added to one file is added to the other."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = load_schema()
+
+    assert owned_value_paths(schema, values) == schema_paths(schema) - HELM_VALUES
+
+
+def test_value_sets_set_every_value() -> None:
+    """The value sets that every rendering test uses set each value of the
+    chart at least once, so each documented value is rendered."""
+    schema = load_schema()
+
+    covered = set().union(*(set_paths(schema, v) for v in VALUE_SETS.values()))
+
+    assert schema_paths(schema) - HELM_VALUES == covered
+
+
+def test_chart_as_dependency_renders(helm: Helm, tmp_path: Path) -> None:
+    """The chart renders as a dependency of another chart, which gives it
+    `global` values, and the parent's values reach it."""
+    parent = tmp_path / "parent"
+    shutil.copytree(CHART, parent / "charts" / "jibril")
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    chart = {
+        "apiVersion": "v2",
+        "name": "parent",
+        "version": "1.0.0",
+        "dependencies": [{"name": "jibril", "version": version}],
+    }
+    (parent / "Chart.yaml").write_text(yaml.safe_dump(chart))
+    values = {
+        "global": {"imageRegistry": "registry.example"},
+        "jibril": {"garnet": {"token": PROJECT_TOKEN}, "cluster": {"name": "a"}},
+    }
+    (parent / "values.yaml").write_text(yaml.safe_dump(values))
+
+    result = helm.run("template", "parent", str(parent))
+
+    assert 0 == result.returncode, result.stderr
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    env = env_entries(agent_container(documents))
+    assert "a" == env["JIBRIL_CLUSTER_NAME"]["value"]
+
+
+# A misspelt value in --set, with where helm reports it and the unknown key.
+MISSPELT_VALUES = {
+    "garnet.tokne": ("/garnet", "tokne"),
+    "clusterName": ("", "clusterName"),
+    "image.tga": ("/image", "tga"),
+    "state.hostpath": ("/state", "hostpath"),
+    "podAnotations.team": ("", "podAnotations"),
+}
+
+
+@pytest.mark.parametrize("name", MISSPELT_VALUES)
+def test_misspelt_value_fails(helm: Helm, name: str) -> None:
+    """A value the chart does not know fails rendering, naming the key,
+    instead of being ignored silently."""
+    where, key = MISSPELT_VALUES[name]
+
+    error = helm.template_error(*WITH_TOKEN, "--set", f"{name}=x")
+
+    assert f"at '{where}': additional properties '{key}' not allowed" in error
+
+
+def test_invalid_extra_env_entry_fails(helm: Helm) -> None:
+    """An extraEnv entry without a name, or with a misspelt field, fails
+    rendering, because each entry is a Kubernetes EnvVar."""
+    unnamed = helm.template_error(*WITH_TOKEN, "--set", "extraEnv[0].value=x")
+    misspelt = helm.template_error(
+        *WITH_TOKEN, "--set", "extraEnv[0].name=A,extraEnv[0].valeu=x"
+    )
+
+    assert "at '/extraEnv/0': missing property 'name'" in unnamed
+    assert "at '/extraEnv/0': additional properties 'valeu' not allowed" in misspelt
+
+
+def test_invalid_pull_policy_fails(helm: Helm) -> None:
+    """image.pullPolicy takes the three policies of Kubernetes only."""
+    error = helm.template_error(*WITH_TOKEN, "--set", "image.pullPolicy=Sometimes")
+
+    assert (
+        "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"
+    ) in error
+
+
+def test_label_of_boolean_fails(helm: Helm) -> None:
+    """A pod label that --set reads as a boolean fails rendering, since
+    Kubernetes takes strings only there."""
+    error = helm.template_error(*WITH_TOKEN, "--set", "podLabels.canary=true")
+
+    assert "at '/podLabels/canary': got boolean, want string" in error
+
+
+@pytest.mark.parametrize(
+    "key", ["app.kubernetes.io/name", "app.kubernetes.io/instance"]
+)
+def test_pod_label_of_selector_fails(helm: Helm, key: str) -> None:
+    """podLabels cannot set a selector label of the DaemonSet, which the pod
+    template would get twice."""
+    escaped = key.replace(".", "\\.")
+
+    error = helm.template_error(*WITH_TOKEN, "--set", f"podLabels.{escaped}=other")
+
+    assert (
+        f"podLabels sets {key}, which the chart sets itself as a selector label "
+        "of the DaemonSet; remove it from podLabels"
+    ) in error
+
+
+def test_pod_annotation_of_checksum_fails(helm: Helm) -> None:
+    """podAnnotations cannot set the checksum of the project token, which
+    the pod template would get twice."""
+    error = helm.template_error(
+        *WITH_TOKEN, "--set", "podAnnotations.checksum/project-token=fixed"
+    )
+
+    assert (
+        "podAnnotations sets checksum/project-token, which the chart sets itself "
+        "so that a new project token rolls the pods; remove it from podAnnotations"
+    ) in error
+
+
 def test_token_renders_secret(helm: Helm) -> None:
     """garnet.token renders a Secret, base64, that the token volume reads."""
     documents = helm.template(*WITH_TOKEN)
@@ -245,14 +439,19 @@ def test_token_renders_secret(helm: Helm) -> None:
 
 
 def test_digit_values_stay_strings(helm: Helm) -> None:
-    """A token and a cluster name of digits, which --set reads as numbers,
-    render as the same digits."""
-    documents = helm.template("--set", "garnet.token=12345", "--set", "cluster.name=42")
+    """A token, a cluster name, an image tag and a priority class of digits,
+    which --set reads as numbers, render as the same digits."""
+    documents = helm.template(
+        *("--set", "garnet.token=12345", "--set", "cluster.name=42"),
+        *("--set", "image.tag=7", "--set", "priorityClassName=100"),
+    )
 
     [secret] = by_kind(documents, "Secret")
     assert {"token": base64.b64encode(b"12345").decode()} == secret["data"]
     env = env_entries(agent_container(documents))
     assert "42" == env["JIBRIL_CLUSTER_NAME"]["value"]
+    assert "jibril:7" == agent_container(documents)["image"]
+    assert "100" == pod_spec(documents)["priorityClassName"]
 
 
 def test_token_absent_from_daemonset(helm: Helm) -> None:

@@ -86,4 +86,15 @@ agent token out of the state folder, silently. */ -}}
 {{- fail (printf "extraEnv sets %s, which the chart sets itself; %s" $name (get $chartVariables $name)) -}}
 {{- end -}}
 {{- end -}}
+{{- /* The pod template would get such a key twice, which is invalid YAML,
+and the DaemonSet's selector needs the chart's own selector labels. */ -}}
+{{- $selectorLabels := include "jibril.selectorLabels" . | fromYaml -}}
+{{- range $key, $_ := .Values.podLabels -}}
+{{- if hasKey $selectorLabels $key -}}
+{{- fail (printf "podLabels sets %s, which the chart sets itself as a selector label of the DaemonSet; remove it from podLabels" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey (.Values.podAnnotations | default dict) "checksum/project-token" -}}
+{{- fail "podAnnotations sets checksum/project-token, which the chart sets itself so that a new project token rolls the pods; remove it from podAnnotations" -}}
+{{- end -}}
 {{- end -}}
