@@ -32,7 +32,7 @@ class SettingsError(JibrildError):
     environment variable or option) and what is expected."""
 
     exit_code = ExitCode.SETTINGS
-    # Set by load_settings: a misspelt variable may be the cause of the
+    # Set by load_settings. A misspelt variable may be the cause of the
     # error, so the caller logs these before it.
     unknown_variables: tuple["UnknownVariable", ...] = ()
 

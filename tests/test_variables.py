@@ -320,3 +320,30 @@ def test_daemon_warns_at_start_and_reload(agent: Agent) -> None:
         "origin=environment did_you_mean=GARNET_API_TOKEN",
     ]
     assert SECRET_VALUE not in daemon.output()
+
+
+def test_daemon_warns_before_reload_failure(agent: Agent) -> None:
+    """A reload that fails on an invalid setting still warns about an
+    unknown variable, before the error."""
+    daemon = agent.start()
+    daemon.wait_for_line("token stored at:")
+    agent.env_file.write_text(f"GARNET_URL={SECRET_VALUE}\n")
+    agent.config.write_text("run-time:\n  heartbeat-interval: often\n")
+
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("reload failed")
+    code = daemon.stop()
+
+    lines = [
+        line
+        for line in daemon.lines
+        if "unknown variable" in line or "reload failed" in line
+    ]
+    assert 0 == code
+    assert len(lines) == 2
+    assert lines[0] == (
+        "WARNING: unknown variable ignored variable=GARNET_URL "
+        f"origin={agent.env_file}:1 did_you_mean=GARNET_API_URL"
+    )
+    assert lines[1].startswith("ERROR: reload failed; keeping the previous settings")
+    assert SECRET_VALUE not in daemon.output()
