@@ -51,7 +51,7 @@ class TokenStoreError(JibrildError):
 
 
 class AlreadyRunningError(JibrildError):
-    """Another daemon holds the lock on the state folder. ``holder`` is the
+    """Another daemon has the lock on the state folder. ``holder`` is the
     PID written in the lock file, or 'unknown'."""
 
     exit_code = ExitCode.LOCKED

@@ -295,17 +295,18 @@ class TokenStore:
         remove_identity() removes them.
 
         Besides the agent token and its record, these are the files an
-        interrupted write left, which may hold a copy of a token, and the
+        interrupted write left, which may contain a copy of a token, and the
         folder's own machine id, which a cloned disk must not share.
         """
         leftovers = sorted(self.folder.glob(_TEMP_PREFIX + "*"))
         paths = [self.token_path, *leftovers, self.record_path, self.machine_id_path]
-        return [path for path in paths if _exists(path)]
+        # lexists: a dangling symbolic link counts too.
+        return [path for path in paths if os.path.lexists(path)]
 
     def remove_identity(self) -> list[Path]:
         """Remove the files of identity_files(); return those removed.
 
-        The caller holds the lock. The agent token goes first, because a
+        The caller must have taken the lock. The agent token goes first, because a
         token left without its record would be used with no identity, so
         that neither its machine nor its API URL is checked. A crash after
         the token is gone leaves the record alone instead, and the next
@@ -460,15 +461,6 @@ def _parse_identity(fields: object) -> Identity:
     if not all(isinstance(value, str) for value in values.values()):
         raise TypeError("identity record has a field that is not a string")
     return Identity(**values)
-
-
-def _exists(path: Path) -> bool:
-    """Tell whether anything, a dangling symbolic link too, is at ``path``."""
-    try:
-        path.lstat()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _read_quietly(path: Path) -> bytes | None:

@@ -10,7 +10,7 @@ from garnet_local.testing import LocalGarnet
 from tests.systemd.machine import Machine
 
 UNIT = "jibril.service"
-# A first start's lines, as the product page shows them; inside nspawn the
+# A first start's lines, as the product page shows them. Inside nspawn the
 # runtime environment is a container.
 FIRST_START_LINES = [
     "INFO: detected runtime environment: container engine=systemd-nspawn",
