@@ -27,8 +27,8 @@ PTY_TIMEOUT = 20.0
 
 
 class Cli:
-    """Runs jibrild commands on an agent's settings files and keeps every
-    output and every agent token seen on disk, for the leak check."""
+    """A runner of jibrild commands on an agent's settings files. It keeps
+    every output and every agent token seen on disk, for the leak check."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -75,9 +75,9 @@ class Cli:
         self.note_agent_token()
         return result
 
-    def run_on_terminal(self, command: str, answer: str) -> tuple[int, str]:
-        """Run one command on a pseudo-terminal, answer its question, and
-        return the exit code and everything it wrote."""
+    def run_on_terminal(self, command: str, reply: str) -> tuple[int, str]:
+        """Run one command on a pseudo-terminal, type ``reply`` at its
+        [y/N] prompt, and return the exit code and everything it wrote."""
         self.note_agent_token()
         controller, terminal = pty.openpty()
         process = subprocess.Popen(
@@ -91,7 +91,7 @@ class Cli:
         os.close(terminal)
         try:
             output = _read_until(controller, "[y/N] ")
-            os.write(controller, answer.encode() + b"\n")
+            os.write(controller, reply.encode() + b"\n")
             output += _read_until(controller, None)
             code = process.wait(PTY_TIMEOUT)
         finally:
@@ -108,6 +108,7 @@ class Cli:
             self.agent_tokens.add(self.agent.token_path.read_text().strip())
 
     def leaked(self) -> list[str]:
+        """Return each form of a token found in the outputs kept so far."""
         secrets = [PROJECT_TOKEN, *self.agent_tokens]
         return [form for output in self.outputs for form in leaks(output, secrets)]
 
@@ -122,7 +123,7 @@ def _read_until(fd: int, text: str | None) -> str:
             raise AssertionError(f"timed out waiting for {text!r} in {output!r}")
         try:
             chunk = os.read(fd, 4096)
-        except OSError:  # EIO: every process closed the terminal
+        except OSError:  # Linux raises EIO once every process closed the terminal.
             chunk = b""
         if not chunk:
             if text is None:
@@ -134,7 +135,7 @@ def _read_until(fd: int, text: str | None) -> str:
 
 @pytest.fixture
 def cli(agent: Agent) -> Iterator[Cli]:
-    """Commands on the agent's files; afterwards, no output may contain
+    """A Cli on the agent's files. After the test, no output may contain
     the project token or an agent token."""
     commands = Cli(agent)
     yield commands
@@ -159,7 +160,7 @@ def _snapshot(agent: Agent) -> dict[str, bytes]:
 
 
 def test_reset_yes_removes_identity(agent: Agent, api: LocalGarnet, cli: Cli) -> None:
-    """reset --yes removes the agent token and the record; the next run
+    """reset --yes removes the agent token and the record, so the next run
     registers again."""
     agent.register_and_stop()
     record = agent.token_path.with_name("agent.json")
@@ -243,7 +244,7 @@ def test_reset_refused_while_daemon_runs(agent: Agent, cli: Cli) -> None:
     assert before == _snapshot(agent)
 
 
-def test_reset_with_nothing_there(agent: Agent, cli: Cli) -> None:
+def test_reset_with_nothing_to_remove(agent: Agent, cli: Cli) -> None:
     """reset with no state folder, then with an empty one, prints that
     there is nothing to remove and exits 0."""
     missing = cli.run("reset", "--yes")
@@ -286,13 +287,15 @@ def test_reset_removes_leftovers(agent: Agent, cli: Cli) -> None:
     result = cli.run("reset", "--yes")
 
     assert 0 == result.returncode, result.stderr
-    assert ["agent.lock"] == [p.name for p in agent.token_path.parent.iterdir()]
+    remaining = [path.name for path in agent.token_path.parent.iterdir()]
+    assert ["agent.lock"] == remaining
 
 
 @contextlib.contextmanager
 def immutable(path: Path) -> Iterator[None]:
     """Make ``path`` immutable (chattr +i) for the block, so that removing
-    it fails for real; skip where the file system or user cannot."""
+    it fails for real. Skip the test where the file system or user cannot
+    set the flag."""
     chattr = shutil.which("chattr")
     if chattr is None:
         pytest.skip("chattr is not installed")
@@ -344,7 +347,7 @@ def test_register_force_replaces_identity(
     agent: Agent, api: LocalGarnet, cli: Cli
 ) -> None:
     """register --force stores a new identity whose record names the old
-    agent; the next daemon uses it without registering."""
+    agent. The next daemon uses it without registering."""
     agent.register_and_stop()
     old_id = _record(agent)["agent_id"]
     old_token = agent.token_path.read_text()

@@ -1,4 +1,5 @@
-"""Tests of the warnings about GARNET_* and JIBRIL_* variables jibrild does not read."""
+"""Tests of the warnings about GARNET_* and JIBRIL_* variables that
+jibrild does not read."""
 
 import ast
 import os
@@ -64,8 +65,9 @@ def _no_file_variables() -> dict[str, tuple[str, Origin]]:
 
 
 def test_scan_finds_variable_read() -> None:
-    """The source scan finds a variable that code reads, so the next test
-    fails when a new variable is missing from KNOWN_VARIABLES."""
+    """The source scan finds a variable that code reads, so
+    test_code_names_only_known_variables fails when a new variable is
+    missing from KNOWN_VARIABLES."""
     source = (
         '"""Module docstring naming JIBRIL_IN_DOCSTRING."""\n'
         "import os\n"
@@ -136,7 +138,7 @@ def test_environment_variable_named(tmp_path: Path) -> None:
         ("GARNET_ENDPOINT", None),
     ],
 )
-def test_suggestion(name: str, suggestion: str | None) -> None:
+def test_suggestion_is_closest_variable(name: str, suggestion: str | None) -> None:
     """The suggestion is the closest known variable, or none when none is close."""
     unknown = find_unknown_variables([name], _no_file_variables())
 

@@ -69,29 +69,44 @@ class User:
 
 def resolve_user(root: Path, user: str) -> User:
     """Resolve a Dockerfile USER value (name or uid, then an optional
-    ":group") against the image's own account files, as Docker does: a
-    numeric uid needs no entry, and supplementary groups come from
-    /etc/group."""
+    ":group") against the image's own account files.
+
+    The rules are those of runc's libcontainer/user.GetExecUser, which
+    Docker uses. A numeric value is always an id, and a uid without an
+    entry gets gid 0 and home /, as with `docker run --user 1234`. Only a
+    value without ":group" gets supplementary groups from /etc/group.
+    """
     name, _, group = (user or "0").partition(":")
     accounts = _read_accounts(root / "etc/passwd")
     groups = _read_accounts(root / "etc/group")
 
-    entry = next((a for a in accounts if name in (a[0], a[2])), None)
+    field_index = 2 if name.isdigit() else 0
+    entry = next(
+        (account for account in accounts if account[field_index] == name), None
+    )
     if entry is None and not name.isdigit():
         raise ValueError(f"user {name!r} not found in the image's /etc/passwd")
     uid = int(name) if entry is None else int(entry[2])
     home = "/" if entry is None else entry[5]
-    gid = int(entry[3]) if entry is not None else uid
+    gid = 0 if entry is None else int(entry[3])
 
     if group:
-        match = next((g for g in groups if group in (g[0], g[2])), None)
+        field_index = 2 if group.isdigit() else 0
+        match = next(
+            (account for account in groups if account[field_index] == group), None
+        )
         if match is None and not group.isdigit():
             raise ValueError(f"group {group!r} not found in the image's /etc/group")
         gid = int(group) if match is None else int(match[2])
+        return User(uid, gid, [], home)
 
     user_name = entry[0] if entry is not None else None
-    members = [g for g in groups if user_name and user_name in g[3].split(",")]
-    return User(uid, gid, sorted({int(g[2]) for g in members} - {gid}), home)
+    supplementary = [
+        int(account[2])
+        for account in groups
+        if user_name and user_name in account[3].split(",")
+    ]
+    return User(uid, gid, supplementary, home)
 
 
 def _read_accounts(path: Path) -> list[list[str]]:
@@ -159,6 +174,7 @@ class Container:
             self._stderr_queue.put(line.rstrip("\n"))
 
     def _drain(self) -> None:
+        """Move the stderr lines read so far into ``self.stderr``."""
         while True:
             try:
                 self.stderr.append(self._stderr_queue.get_nowait())
@@ -179,11 +195,11 @@ class Container:
             if exited:
                 raise AssertionError(
                     f"container exited with {self.process.returncode} before "
-                    f"logging {text!r}; stderr:\n" + "\n".join(self.stderr)
+                    f"logging {text!r}. Its stderr:\n" + "\n".join(self.stderr)
                 )
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"no line with {text!r} after {timeout:g}s; stderr:\n"
+                    f"no line with {text!r} after {timeout:g}s. Its stderr:\n"
                     + "\n".join(self.stderr)
                 )
             time.sleep(0.05)

@@ -4,8 +4,8 @@ Run by tests/packaging/container.py as the child of
 `unshare --mount --pid --uts --ipc --fork`, so this process is PID 1 of a
 new PID namespace with a mount namespace of its own. It mounts what Docker
 mounts for a container, chroots, becomes the container's user and execs the
-command, which then is PID 1. The one argument is a JSON object; see
-``ContainerSpec.to_json`` in container.py.
+command, which then is PID 1. The one argument is a JSON object, as
+``ContainerSpec.to_json`` in container.py writes it.
 """
 
 import ctypes
@@ -40,7 +40,7 @@ def _prctl(option: int, argument: int) -> None:
 
 
 def _drop_capabilities() -> None:
-    """Empty the capability bounding set, so that even uid 0 holds no
+    """Empty the capability bounding set, so that even uid 0 has no
     capability after the exec, as with `docker run --cap-drop ALL`."""
     for capability in range(int(_CAP_LAST_CAP.read_text()) + 1):
         _prctl(_PR_CAPBSET_DROP, capability)
@@ -109,6 +109,8 @@ def _bind(root: Path, source: str, target: str, read_only: bool) -> None:
 
 
 def main() -> None:
+    """Mount the container's file systems, become its user and exec its
+    command."""
     spec = json.loads(sys.argv[1])
     root = _mount_root(spec)
     _mount_system(root)
@@ -122,8 +124,9 @@ def main() -> None:
 
     os.chroot(root)
     os.chdir(spec["workdir"])
-    # The bounding set only limits what the exec grants, and dropping from
-    # it needs CAP_SETPCAP, which setuid to another uid than 0 clears.
+    # Dropping from the bounding set needs CAP_SETPCAP, which a setuid to a
+    # uid other than 0 clears, so the drop comes before setuid. The bounding
+    # set limits only what the exec grants.
     if spec["drop_capabilities"]:
         _drop_capabilities()
     os.setgroups(spec["groups"])

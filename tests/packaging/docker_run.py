@@ -1,5 +1,7 @@
-"""`docker run` for an image built by dockerfile.py: volumes, user,
-environment and command as Docker gives them to a container."""
+"""`docker run` for an image built by dockerfile.py.
+
+It gives a container the volumes, user, environment and command that
+Docker gives it."""
 
 import os
 import shutil
@@ -18,9 +20,10 @@ from tests.packaging.dockerfile import Image
 
 
 def new_named_volume(image: Image, target: str, folder: Path) -> Path:
-    """Fill an empty host folder as Docker fills a fresh named volume
-    mounted at ``target``: a copy of the image's folder there, with its
-    owner and mode."""
+    """Copy the image's folder at ``target`` to ``folder``, with its owner
+    and mode, as Docker fills a fresh named volume mounted there.
+
+    ``folder`` must not exist yet. Return ``folder``."""
     source = image.rootfs / target.lstrip("/")
     shutil.copytree(source, folder, symlinks=True)
     status = source.stat()
@@ -61,16 +64,20 @@ def docker_run(
     user_entry = resolve_user(image.rootfs, config.user if user is None else user)
     hostname = new_hostname()
     # Docker writes these three files for each container and binds them in.
-    etc = layer / "etc"
-    etc.mkdir(parents=True)
-    (etc / "hostname").write_text(f"{hostname}\n")
-    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
-    shutil.copyfile("/etc/resolv.conf", etc / "resolv.conf")
-    files = [Mount(str(etc / name), f"/etc/{name}") for name in sorted(os.listdir(etc))]
-    cmd = list(config.cmd if command is None else command)
+    etc_folder = layer / "etc"
+    etc_folder.mkdir(parents=True)
+    (etc_folder / "hostname").write_text(f"{hostname}\n")
+    (etc_folder / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+    shutil.copyfile("/etc/resolv.conf", etc_folder / "resolv.conf")
+    etc_mounts = [
+        Mount(str(etc_folder / name), f"/etc/{name}")
+        for name in sorted(os.listdir(etc_folder))
+    ]
+
+    arguments = list(config.cmd if command is None else command)
     spec = ContainerSpec(
         root=str(image.rootfs),
-        argv=[*config.entrypoint, *cmd],
+        argv=[*config.entrypoint, *arguments],
         environ=container_environ(config.env, user_entry, hostname, variables),
         uid=user_entry.uid,
         gid=user_entry.gid,
@@ -78,7 +85,7 @@ def docker_run(
         workdir=config.workdir,
         hostname=hostname,
         mounts=[
-            *files,
+            *etc_mounts,
             *(Mount(str(folder), target) for target, folder in volumes.items()),
             *mounts,
         ],

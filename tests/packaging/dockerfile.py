@@ -83,8 +83,8 @@ def parse(text: str) -> list[Instruction]:
     """Split a Dockerfile into instructions.
 
     Comment and empty lines are dropped, inside continuations too, as
-    Docker drops them. Parser directives (`# syntax=`, `# escape=`) are rejected, since
-    they change how the rest of the file is read.
+    Docker drops them. Parser directives (`# syntax=`, `# escape=`) are
+    rejected, since they change how the rest of the file is read.
     """
     instructions: list[Instruction] = []
     pending: list[str] = []
@@ -164,9 +164,9 @@ def _image_key(dockerfile: Path, context: Path, instructions: list[Instruction])
             for source in _copy_sources(instruction, context, variables):
                 digest.update(source.name.encode())
                 digest.update(hashlib.sha256(source.read_bytes()).digest())
-    here = Path(__file__).resolve().parent
+    runner_folder = Path(__file__).resolve().parent
     for name in _RUNNER_FILES:
-        digest.update((here / name).read_bytes())
+        digest.update((runner_folder / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -192,7 +192,7 @@ def base_tarball(suite: str, cache: Path) -> Path:
 
     if shutil.which("debootstrap") is None:
         raise DockerfileError(
-            "debootstrap not found; run `make test-packages`, which installs "
+            "debootstrap not found. Run `make test-packages`, which installs "
             "it, or apt-get install debootstrap"
         )
     target = cache / f"{suite}-{key}.tmp"
@@ -207,7 +207,7 @@ def base_tarball(suite: str, cache: Path) -> Path:
         )
     if done.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise DockerfileError(f"debootstrap {suite} failed; {log} ends with:\n{tail}")
+        raise DockerfileError(f"debootstrap {suite} failed. {log} ends with:\n{tail}")
 
     subprocess.run(["chroot", str(target), "apt-get", "clean"], check=True)
     subprocess.run(
@@ -237,6 +237,7 @@ class _Builder:
         self.config = ImageConfig()
 
     def run(self) -> ImageConfig:
+        """Carry out every instruction and return the image's config."""
         handlers = self.handlers()
         for instruction in self.instructions:
             handlers[instruction.keyword](instruction)
@@ -280,8 +281,8 @@ class _Builder:
         match = _DEBIAN_SLIM.fullmatch(image)
         if match is None:
             raise DockerfileError(
-                f"{instruction.where()}: base {image!r} is not supported; the "
-                "runner stands in for debian:SUITE-slim images only"
+                f"{instruction.where()}: base {image!r} is not supported. The "
+                "runner replaces debian:SUITE-slim images only"
             )
         tarball = base_tarball(match.group(1), self.cache)
         self.rootfs.mkdir()
@@ -296,7 +297,7 @@ class _Builder:
         name, has_default, default = instruction.arguments.partition("=")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise DockerfileError(
-                f"{instruction.where()}: one ARG NAME[=default] a line"
+                f"{instruction.where()}: expected one ARG NAME[=default] per line"
             )
         value = _unquote(instruction, default) if has_default else ""
         self.config.args[name] = self._expand(instruction, value)
@@ -343,7 +344,7 @@ class _Builder:
         if code != 0:
             tail = "\n".join(self.log.read_text().splitlines()[-20:])
             raise DockerfileError(
-                f"{instruction.where()} exited with {code}; "
+                f"{instruction.where()} exited with {code}. "
                 f"{self.log} ends with:\n{tail}"
             )
 
@@ -425,19 +426,23 @@ SUPPORTED = (
 def check_supported(instructions: list[Instruction]) -> None:
     """Raise DockerfileError on the first instruction or flag the runner
     does not carry out, before any step of the build runs."""
-    for number, instruction in enumerate(instructions):
+    seen_from = False
+    for instruction in instructions:
         if instruction.keyword not in SUPPORTED:
             raise DockerfileError(
                 f"{instruction.where()}: not supported by this runner"
             )
-        if number == 0 and instruction.keyword not in ("FROM", "ARG"):
+        # Docker allows only ARG before FROM.
+        if not seen_from and instruction.keyword not in ("FROM", "ARG"):
             raise DockerfileError(
                 f"{instruction.where()}: a Dockerfile starts with FROM"
             )
+        seen_from = seen_from or instruction.keyword == "FROM"
         _reject_flags(instruction)
     if sum(instruction.keyword == "FROM" for instruction in instructions) != 1:
         raise DockerfileError(
-            "expected exactly one FROM; multi-stage builds are not supported"
+            "expected exactly one FROM, since the runner does not build multi-stage "
+            "Dockerfiles"
         )
 
 
@@ -481,7 +486,7 @@ def _copy_sources(
     sources = []
     for word in _words(instruction)[:-1]:
         pattern = _VARIABLE.sub(
-            lambda m: variables.get(m.group(1) or m.group(2), ""), word
+            lambda match: variables.get(match.group(1) or match.group(2), ""), word
         )
         if pattern.startswith("/") or ".." in Path(pattern).parts:
             raise DockerfileError(

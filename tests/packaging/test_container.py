@@ -19,7 +19,7 @@ import pytest
 
 from garnet_local.testing import LocalGarnet
 from tests.agent import PROJECT_TOKEN
-from tests.packaging.container import Container, Mount
+from tests.packaging.container import Container, Mount, resolve_user
 from tests.packaging.docker_run import docker_run, new_named_volume
 from tests.packaging.dockerfile import DockerfileError, Image, build
 
@@ -38,7 +38,8 @@ FIRST_START_LINES = [
 EXIT_SETTINGS = 78
 # The exit code of `jibrild status` when no agent token is on disk.
 EXIT_NOT_REGISTERED = 3
-# A bound on Container.close, which kills and reaps; far above what it needs.
+# A bound on Container.close, which kills and reaps the container. It is an
+# estimate set far above the time a close takes.
 CLOSE_TIMEOUT_SECONDS = 60
 
 
@@ -48,12 +49,12 @@ def image() -> Image:
     the package and the runner."""
     if os.geteuid() != 0:
         pytest.fail(
-            "the container tests need root for namespaces, mounts and chroot; "
-            "run `make test-packages` as root"
+            "the container tests need root for namespaces, mounts and chroot. "
+            "Run `make test-packages` as root"
         )
     context = Path(os.environ.get("JIBRIL_DEB_DIR", CHECKOUT / "dist"))
     if not list(context.glob("jibril_*.deb")):
-        pytest.fail(f"no jibril_*.deb in {context}; run `make deb` first")
+        pytest.fail(f"no jibril_*.deb in {context}. Run `make deb` first")
 
     cache = Path(os.environ.get("JIBRIL_DOCKER_CACHE", CHECKOUT / ".cache/docker"))
     cache.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,8 @@ def image() -> Image:
 
 
 class Engine:
-    """Starts containers of one test and kills whatever still runs at its end."""
+    """A container launcher for one test. Its close kills every container
+    that still runs."""
 
     def __init__(self, image: Image, tmp_path: Path, api: LocalGarnet) -> None:
         self.image = image
@@ -86,7 +88,7 @@ class Engine:
         user: str | None = None,
         locked_down: bool = False,
     ) -> Container:
-        """Start a container; ``variables`` default to the project token
+        """Start a container. ``variables`` default to the project token
         and the local API's URL."""
         if variables is None:
             variables = {
@@ -116,6 +118,7 @@ class Engine:
 
 @pytest.fixture
 def engine(image: Image, tmp_path: Path, api: LocalGarnet) -> Iterator[Engine]:
+    """An Engine whose containers are killed when the test ends."""
     engine = Engine(image, tmp_path, api)
     yield engine
     engine.close()
@@ -142,31 +145,67 @@ def host_pid_status(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
-def test_image_config(image: Image) -> None:
+def test_resolve_user_like_docker(tmp_path: Path) -> None:
+    """A uid without a passwd entry gets gid 0 and home /, a named user
+    gets its entry's gid and home and the groups that list it, and an
+    explicit group replaces the gid and drops those groups."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "1000:x:2000:2000::/home/digits:/bin/sh\n"
+        "app:x:1000:1000::/home/app:/bin/sh\n"
+    )
+    (tmp_path / "etc/group").write_text(
+        "root:x:0:\napp:x:1000:\nadm:x:4:app,root\ntty:x:5:other\n"
+    )
+
+    numeric = resolve_user(tmp_path, "1234")
+    named = resolve_user(tmp_path, "app")
+    by_uid = resolve_user(tmp_path, "1000")
+    with_group = resolve_user(tmp_path, "app:adm")
+    with_gid = resolve_user(tmp_path, "app:4321")
+
+    assert 1234 == numeric.uid
+    assert 0 == numeric.gid
+    assert [] == numeric.groups
+    assert "/" == numeric.home
+    assert 1000 == named.uid
+    assert 1000 == named.gid
+    assert [4] == named.groups
+    assert "/home/app" == named.home
+    assert "/home/app" == by_uid.home
+    assert 4 == with_group.gid
+    assert [] == with_group.groups
+    assert 4321 == with_gid.gid
+    assert [] == with_gid.groups
+
+
+def test_image_config_matches_dockerfile(image: Image) -> None:
     """The image runs jibrild in exec form as uid 10001, with its state in
     a volume and SIGTERM as the stop signal."""
     config = image.config
-    version = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
 
     assert ["/usr/bin/jibrild"] == config.entrypoint
     assert ["run"] == config.cmd
     assert "10001:10001" == config.user
     assert [STATE] == config.volumes
     assert "SIGTERM" == config.stop_signal
-    assert version["version"] == config.labels["org.opencontainers.image.version"]
+    assert project["version"] == config.labels["org.opencontainers.image.version"]
     # The package's wheels are for bookworm's python3 (3.11).
     assert re.fullmatch(r"debian:bookworm(-\d{8})?-slim", config.base)
     # Nothing but PATH from the base: no secret or setting baked in.
     assert ["PATH"] == list(config.env)
 
 
-def test_image_files(image: Image) -> None:
+def test_image_files_after_build(image: Image) -> None:
     """The state folder is the image user's, the root-only settings files
     are gone, the package is installed and apt's lists are removed."""
     state = (image.rootfs / STATE.lstrip("/")).stat()
     dpkg_status = (image.rootfs / "var/lib/dpkg/status").read_text()
 
-    assert (IMAGE_UID, IMAGE_UID) == (state.st_uid, state.st_gid)
+    assert IMAGE_UID == state.st_uid
+    assert IMAGE_UID == state.st_gid
     assert 0o700 == stat.S_IMODE(state.st_mode)
     assert not (image.rootfs / "etc/default/jibril").exists()
     assert not (image.rootfs / "etc/jibril/config.yaml").exists()
@@ -175,7 +214,7 @@ def test_image_files(image: Image) -> None:
     assert not (image.rootfs / "tmp/jibril").exists()
 
 
-def test_first_start(engine: Engine) -> None:
+def test_first_start_registers_once(engine: Engine) -> None:
     """A first start logs the four first-start lines as plain stderr lines,
     with the container runtime environment and no token, and stores the
     agent token in the volume. SIGTERM to PID 1 stops it with exit code 0."""
@@ -192,7 +231,8 @@ def test_first_start(engine: Engine) -> None:
     for line in container.stderr:
         assert re.match(r"(DEBUG|INFO|WARNING|ERROR): ", line), line
     assert [] == container.stdout
-    assert (IMAGE_UID, IMAGE_UID) == (token.st_uid, token.st_gid)
+    assert IMAGE_UID == token.st_uid
+    assert IMAGE_UID == token.st_gid
     assert 0o600 == stat.S_IMODE(token.st_mode)
     assert ["vanilla"] == [agent["kind"] for agent in engine.api.agents()]
     assert 1 == len(registrations(engine.api))
@@ -346,7 +386,8 @@ def test_root_without_capabilities(engine: Engine, tmp_path: Path) -> None:
     assert 0 == int(status["CapBnd"], 16)
     assert "1" == status["NoNewPrivs"]
     assert ["ro"] == [options.split(",")[0] for options in root_options]
-    assert (0, 0) == (token.st_uid, token.st_gid)
+    assert 0 == token.st_uid
+    assert 0 == token.st_gid
     assert 0o600 == stat.S_IMODE(token.st_mode)
     assert not any(line.startswith("WARNING") for line in container.stderr)
 

@@ -90,13 +90,19 @@ def test_second_from_rejected() -> None:
         check_supported(parse(BASE + BASE))
 
 
-def test_instruction_before_from_rejected() -> None:
-    """Only ARG may come before FROM."""
+@pytest.mark.parametrize("preamble", ["RUN true\n", "ARG SUITE=bookworm\nRUN true\n"])
+def test_instruction_before_from_rejected(preamble: str) -> None:
+    """Only ARG may come before FROM, even after an ARG."""
     with pytest.raises(DockerfileError, match="starts with FROM"):
-        check_supported(parse("RUN true\n" + BASE))
+        check_supported(parse(preamble + BASE))
 
 
-def test_dockerfile_supported() -> None:
+def test_arg_before_from_accepted() -> None:
+    """An ARG before FROM is accepted, as Docker accepts it."""
+    check_supported(parse("ARG SUITE=bookworm\n" + BASE))
+
+
+def test_project_dockerfile_is_supported() -> None:
     """Every instruction of packaging/docker/Dockerfile is one the runner
     carries out."""
     check_supported(parse(DOCKERFILE.read_text()))
@@ -128,7 +134,9 @@ def test_copy_takes_own_version_package(tmp_path: Path) -> None:
     install in its place."""
     version = tomllib.loads(PYPROJECT.read_text())["project"]["version"]
     instructions = parse(DOCKERFILE.read_text())
-    [copy] = [i for i in instructions if i.keyword == "COPY"]
+    [copy] = [
+        instruction for instruction in instructions if instruction.keyword == "COPY"
+    ]
     for release in (f"{version}-1", f"{version}-2", "99.0.0-1"):
         (tmp_path / f"jibril_{release}_amd64.deb").write_bytes(b"")
 

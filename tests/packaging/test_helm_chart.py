@@ -40,7 +40,7 @@ def helm_binary() -> Path:
     value = os.environ.get("JIBRIL_HELM", "")
     if not value:
         pytest.fail(
-            "JIBRIL_HELM is not set; run `make test-packages`, which fetches "
+            "JIBRIL_HELM is not set. Run `make test-packages`, which fetches "
             "helm with packaging/helm/fetch-helm"
         )
     path = Path(value)
@@ -65,13 +65,14 @@ def helm_environ(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 class Helm:
-    """Runs helm on the chart and parses what it renders."""
+    """A helm runner for the chart, which also parses what helm renders."""
 
     def __init__(self, binary: Path, environ: dict[str, str]) -> None:
         self.binary = binary
         self.environ = environ
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run helm with ``args`` and capture its output."""
         return subprocess.run(
             [str(self.binary), *args],
             env=self.environ,
@@ -88,6 +89,7 @@ class Helm:
         return result.stdout
 
     def template(self, *values: str) -> list[dict[str, Any]]:
+        """Render the chart and parse each non-empty YAML document."""
         documents = yaml.safe_load_all(self.template_text(*values))
         return [document for document in documents if document is not None]
 
@@ -232,8 +234,8 @@ def test_documents_validate_against_schemas(
         try:
             kubernetes_validate.validate(document, version, strict=True)
         except kubernetes_validate.ValidationError as error:
-            where = "/".join(str(part) for part in error.path)
-            problems.append(f"{document['kind']} at {where}: {error.message}")
+            location = "/".join(str(part) for part in error.path)
+            problems.append(f"{document['kind']} at {location}: {error.message}")
 
     assert documents
     assert [] == problems
@@ -313,7 +315,9 @@ def test_value_sets_set_every_value() -> None:
     chart at least once, so each documented value is rendered."""
     schema = load_schema()
 
-    covered = set().union(*(set_paths(schema, v) for v in VALUE_SETS.values()))
+    covered = set().union(
+        *(set_paths(schema, values) for values in VALUE_SETS.values())
+    )
 
     assert schema_paths(schema) - HELM_VALUES == covered
 
@@ -340,12 +344,12 @@ def test_chart_as_dependency_renders(helm: Helm, tmp_path: Path) -> None:
     result = helm.run("template", "parent", str(parent))
 
     assert 0 == result.returncode, result.stderr
-    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    documents = [document for document in yaml.safe_load_all(result.stdout) if document]
     env = env_entries(agent_container(documents))
     assert "a" == env["JIBRIL_CLUSTER_NAME"]["value"]
 
 
-# A misspelt value in --set, with where helm reports it and the unknown key.
+# A misspelt value in --set, with the location helm reports and the unknown key.
 MISSPELT_VALUES = {
     "garnet.tokne": ("/garnet", "tokne"),
     "clusterName": ("", "clusterName"),
@@ -359,11 +363,11 @@ MISSPELT_VALUES = {
 def test_misspelt_value_fails(helm: Helm, name: str) -> None:
     """A value the chart does not know fails rendering, naming the key,
     instead of being ignored silently."""
-    where, key = MISSPELT_VALUES[name]
+    location, key = MISSPELT_VALUES[name]
 
     error = helm.template_error(*WITH_TOKEN, "--set", f"{name}=x")
 
-    assert f"at '{where}': additional properties '{key}' not allowed" in error
+    assert f"at '{location}': additional properties '{key}' not allowed" in error
 
 
 def test_invalid_extra_env_entry_fails(helm: Helm) -> None:
@@ -429,7 +433,7 @@ def test_token_renders_secret(helm: Helm) -> None:
     documents = helm.template(*WITH_TOKEN)
 
     [secret] = by_kind(documents, "Secret")
-    assert ["DaemonSet", "Secret"] == sorted(doc["kind"] for doc in documents)
+    assert ["DaemonSet", "Secret"] == sorted(document["kind"] for document in documents)
     assert "agents" == secret["metadata"]["namespace"]
     expected = base64.b64encode(PROJECT_TOKEN.encode()).decode()
     assert {"token": expected} == secret["data"]
@@ -462,7 +466,9 @@ def test_token_absent_from_daemonset(helm: Helm) -> None:
 
     text = helm.template_text(*REQUIRED, "--set-string", f"garnet.token={token}")
 
-    documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    documents = [
+        document for document in yaml.safe_load_all(text) if document is not None
+    ]
     assert token not in text
     assert 1 == text.count(encoded)
     assert encoded not in yaml.safe_dump(daemonset(documents))
@@ -644,7 +650,9 @@ def test_namespace_file_mounted(helm: Helm) -> None:
     documents = helm.template(*WITH_TOKEN)
 
     spec = pod_spec(documents)
-    mounts = {m["name"]: m for m in agent_container(documents)["volumeMounts"]}
+    mounts = {
+        mount["name"]: mount for mount in agent_container(documents)["volumeMounts"]
+    }
     namespace = volumes(documents)["namespace"]["downwardAPI"]
     assert spec["automountServiceAccountToken"] is False
     assert [
@@ -706,7 +714,9 @@ def test_security_context_is_minimal(helm: Helm) -> None:
     assert 2 == len(containers)
     for container in containers:
         assert expected == container["securityContext"], container["name"]
-    host_paths = [v for v in volumes(documents).values() if "hostPath" in v]
+    host_paths = [
+        volume for volume in volumes(documents).values() if "hostPath" in volume
+    ]
     assert ["state"] == [volume["name"] for volume in host_paths]
 
 
@@ -789,7 +799,10 @@ class Pod:
         self.run_folder.mkdir(parents=True)
         self.folders: dict[str, Path] = {}
 
-        mounts = {m["name"]: m["mountPath"] for m in self.container["volumeMounts"]}
+        mounts = {
+            mount["name"]: mount["mountPath"]
+            for mount in self.container["volumeMounts"]
+        }
         for name, volume in volumes(documents).items():
             if "hostPath" in volume:
                 self.folders[name] = self._host_path(node, volume["hostPath"])
@@ -801,12 +814,13 @@ class Pod:
             elif "downwardAPI" in volume:
                 self.folders[name] = self._downward(folder, volume)
             else:
-                raise AssertionError(f"no stand-in for volume {volume}")
+                raise AssertionError(f"volume type not supported by Pod: {volume}")
 
     def command_prefix(self) -> tuple[str, ...]:
-        """Run a command with `run_folder` bind-mounted on /run, in a private
-        mount namespace, so the mount stays invisible to the machine, with
-        the agent container's user and capabilities."""
+        """Return the command prefix that runs a command with `run_folder`
+        bind-mounted on /run and with the agent container's user and
+        capabilities. The private mount namespace keeps the mount invisible
+        to the rest of the machine."""
         script = 'mount --bind "$1" /run && shift && exec "$@"'
         return (
             *("unshare", "--mount", "--propagation", "private"),
@@ -848,17 +862,23 @@ class Pod:
         for prefix in RUN_PREFIXES:
             if mount_path.startswith(prefix):
                 return self.run_folder / mount_path.removeprefix(prefix)
-        raise AssertionError(f"no stand-in for a volume at {mount_path}")
+        raise AssertionError(
+            f"Pod lays out volumes only under /run or /var/run, not at {mount_path}"
+        )
 
     def run_init_containers(self) -> None:
+        """Run each init container's command with its mapped paths and
+        privileges."""
         for container in self.spec["initContainers"]:
-            command = [self.map_path(arg, container) for arg in container["command"]]
+            command = [
+                self.map_path(argument, container) for argument in container["command"]
+            ]
             subprocess.run(
                 [*self.privileges(container), *command], check=True, timeout=30
             )
 
     def environ(self) -> dict[str, str]:
-        """The agent container's environment as the kubelet builds it."""
+        """Return the agent container's environment as the kubelet builds it."""
         # The kubelet always sets these two, to the API server's service. The
         # daemon never connects to it.
         environ = {
@@ -880,7 +900,7 @@ class Pod:
             reference = source["secretKeyRef"]
             data = self._secret_data(reference["name"])
             return base64.b64decode(data[reference["key"]]).decode()
-        raise AssertionError(f"no stand-in for {entry}")
+        raise AssertionError(f"env entry source not supported by Pod: {entry}")
 
     def _field(self, field_path: str) -> str:
         fields = {"spec.nodeName": NODE_NAME, "metadata.namespace": POD_NAMESPACE}
@@ -888,8 +908,9 @@ class Pod:
 
     @staticmethod
     def _host_path(node: Path, host_path: dict[str, Any]) -> Path:
-        """The node's folder, created as the kubelet creates a missing
-        DirectoryOrCreate folder: mode 0755."""
+        """Return the node's folder of a hostPath volume. A missing folder is
+        created with mode 0755, as the kubelet creates a DirectoryOrCreate
+        folder."""
         assert "DirectoryOrCreate" == host_path["type"]
         folder: Path = node / host_path["path"].lstrip("/")
         if not folder.exists():
@@ -950,6 +971,7 @@ def daemons() -> Iterator[list[DaemonProcess]]:
 
 
 def start_pod(pod: Pod, tmp_path: Path, daemons: list[DaemonProcess]) -> DaemonProcess:
+    """Run the pod's init containers, then start its agent container."""
     pod.run_init_containers()
     args = [*ENTRYPOINT_ARGS, *pod.container.get("args", [])]
     environ = clean_environ(**pod.environ())
@@ -969,7 +991,7 @@ def test_pod_registers_once(
     kubernetes agent kind, and a second pod on the same node keeps the
     identity instead of registering again."""
     if os.geteuid() != 0:
-        pytest.fail("the pod's volumes need a mount namespace; run as root")
+        pytest.fail("the pod's volumes need a mount namespace. Run as root")
     assert Path("/run") == Path("/var/run").resolve(), "/var/run is not /run"
     documents = helm.template(
         *WITH_TOKEN, "--set", f"garnet.url={api.url}", "--set", "logLevel=debug"

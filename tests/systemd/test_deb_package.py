@@ -1,5 +1,5 @@
 """The jibril package as an operator uses it, in a clean bookworm machine:
-apt-get install, a token in /etc/default/jibril, systemctl start, an
+apt-get install, a project token in /etc/default/jibril, systemctl start, an
 upgrade to a newer build, apt-get remove, a reinstall and apt-get purge.
 
 The tests share one machine booted from CACHE/rootfs-clean and run in file
@@ -64,7 +64,7 @@ CHURN = (
 
 @dataclass
 class Progress:
-    """What each test hands to the next one."""
+    """The state that each test passes on to the next one."""
 
     before: set[str] = field(default_factory=set)
     settings: str = ""
@@ -85,9 +85,10 @@ class Packages(NamedTuple):
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
+    """The package named by JIBRIL_DEB and a newer build of the checkout."""
     first = Path(os.environ.get("JIBRIL_DEB", ""))
     if not first.is_file():
-        pytest.fail("JIBRIL_DEB does not name a package; run `make test-systemd`")
+        pytest.fail("JIBRIL_DEB does not name a package. Run `make test-systemd`")
 
     version = _field(first, "Version")
     newer_version = f"{version}+1"
@@ -97,7 +98,7 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
 
 
 def _build(checkout: Path, out: Path, version: str) -> Path:
-    """Build the package from ``checkout`` into ``out``; return its path."""
+    """Build the package from ``checkout`` into ``out`` and return its path."""
     environ = {
         **os.environ,
         "DEB_VERSION": version,
@@ -115,7 +116,7 @@ def _build(checkout: Path, out: Path, version: str) -> Path:
 
 
 def _contents(deb: Path) -> list[str]:
-    """Return the paths a package holds, without the leading ./"""
+    """Return the paths a package contains, without the leading ./"""
     listing = subprocess.run(
         ["dpkg-deb", "--fsys-tarfile", str(deb)],
         capture_output=True,
@@ -129,9 +130,10 @@ def _contents(deb: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def clean_machine(cache_dir: Path, packages: Packages) -> Iterator[Machine]:
+    """A machine booted from the clean rootfs, with both packages in INBOX."""
     rootfs = cache_dir / "rootfs-clean"
     if not (rootfs / "bin/systemctl").exists() or (rootfs / "usr/bin/jibrild").exists():
-        pytest.fail(f"no clean rootfs at {rootfs}; run `make test-systemd`")
+        pytest.fail(f"no clean rootfs at {rootfs}. Run `make test-systemd`")
 
     inbox = rootfs / INBOX.lstrip("/")
     inbox.mkdir(exist_ok=True)
@@ -151,7 +153,8 @@ def _field(deb: Path, name: str) -> str:
 
 
 def apt_get(machine: Machine, *args: str) -> list[str]:
-    """Run apt-get as a script would; return its output lines."""
+    """Run apt-get without prompts, as a script would, and return its
+    output lines."""
     result = machine.run(
         "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q", *args
     )
@@ -170,7 +173,8 @@ def read(machine: Machine, path: str) -> str:
 
 
 def test_lintian_finds_no_errors(packages: Packages) -> None:
-    """lintian reports no error on the package; warnings are listed."""
+    """lintian reports no error on the package. Its warnings go into the
+    report."""
     result = subprocess.run(
         ["lintian", "--fail-on", "error", str(packages.first)],
         capture_output=True,
@@ -226,7 +230,7 @@ def test_copyright_covers_each_bundled_file(packages: Packages, tmp_path: Path) 
     lib = tmp_path / "usr/lib/jibril"
     copyright_text = (tmp_path / "usr/share/doc/jibril/copyright").read_text()
     paragraphs = [_fields(block) for block in copyright_text.split("\n\n")]
-    files_paragraphs = [p for p in paragraphs if "Files" in p]
+    files_paragraphs = [paragraph for paragraph in paragraphs if "Files" in paragraph]
 
     owners = {}
     for info in lib.glob("*.dist-info"):
@@ -246,9 +250,11 @@ def test_copyright_covers_each_bundled_file(packages: Packages, tmp_path: Path) 
     for path in shipped:
         # In the copyright format, the last paragraph that matches wins.
         matching = [
-            p
-            for p in files_paragraphs
-            if any(fnmatch.fnmatchcase(path, glob) for glob in p["Files"].split())
+            paragraph
+            for paragraph in files_paragraphs
+            if any(
+                fnmatch.fnmatchcase(path, glob) for glob in paragraph["Files"].split()
+            )
         ]
         owner = owners[path]
         expected = "Files: *" if owner == "jibrild" else f"{owner} "
@@ -264,7 +270,8 @@ def _label(paragraph: dict[str, str]) -> str:
 
 
 def _fields(block: str) -> dict[str, str]:
-    """Parse one copyright paragraph; continuation lines join with spaces."""
+    """Parse one copyright paragraph into its fields. Continuation lines
+    are joined with spaces."""
     fields: dict[str, str] = {}
     key = ""
     for line in block.strip().splitlines():
@@ -280,7 +287,7 @@ def test_install_enables_without_starting(
     clean_machine: Machine, packages: Packages
 ) -> None:
     """apt-get install enables jibril.service but does not start it while
-    no token is configured, and prints one line with the next step."""
+    no project token is configured, and prints one line with the next step."""
     STATE.before = files(clean_machine)
 
     output = apt_get(clean_machine, "install", f"{INBOX}/{packages.first.name}")
@@ -305,9 +312,9 @@ def test_install_leaves_settings_root_only(clean_machine: Machine) -> None:
 def test_start_with_token_registers(
     clean_machine: Machine, garnet: LocalGarnet
 ) -> None:
-    """A token put in /etc/default/jibril as the product page shows, then
-    systemctl start: the four first-start lines, the token file, and the
-    page's verification commands succeed."""
+    """With a project token in /etc/default/jibril, systemctl start logs
+    the four first-start lines, the agent token file is mode 0600, and
+    `journalctl -u jibril` shows the registration."""
     garnet.clear_requests()
     after = cursor(clean_machine)
     settings = f"GARNET_API_URL={garnet.url}\nGARNET_API_TOKEN={PROJECT_TOKEN}\n"
@@ -319,7 +326,7 @@ def test_start_with_token_registers(
     clean_machine.systemctl("start", "jibril")
 
     wait_for_message(clean_machine, after, FIRST_START_LINES[-1])
-    lines = [e["MESSAGE"] for e in entries(clean_machine, after)]
+    lines = [entry["MESSAGE"] for entry in entries(clean_machine, after)]
     assert FIRST_START_LINES == [line for line in lines if line in FIRST_START_LINES]
     assert 1 == registrations(garnet)
     clean_machine.shell("journalctl -u jibril | grep -q 'agent registration complete'")
@@ -444,7 +451,9 @@ def test_install_with_credential_starts(
 
     assert [] == [line for line in output if line.startswith("jibril:")]
     assert "active" == clean_machine.show("jibril", "ActiveState")
-    [registration] = [r for r in garnet.requests() if r["path"] == "/api/v1/agents"]
+    [registration] = [
+        request for request in garnet.requests() if request["path"] == "/api/v1/agents"
+    ]
     assert 201 == registration["status"]
     used = registration["credentials"]["X-Project-Token"]
     assert fingerprint(CREDENTIAL_PROJECT_TOKEN) == used
